@@ -39,7 +39,7 @@ proto: $(STAMP)
 
 ## bench: 1,000,000 x 100 B through one local broker
 bench: $(STAMP)
-	$(BIN)/cometctl bench produce --spawn-broker --count 1000000 --size 100
+	$(BIN)/cometctl bench both --spawn-broker --count 1000000 --size 100 --acks 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

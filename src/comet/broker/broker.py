@@ -1,0 +1,400 @@
+"""The broker: topics, partitions and the request logic behind every RPC.
+
+It sits on a Coordinator (metadata) and a LogManager (data) and knows
+nothing of gRPC: the server layer turns requests into these calls and
+BrokerError subclasses into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from comet.broker.config import DEFAULT_FETCH_MAX_BYTES, BrokerConfig
+from comet.broker.errors import (
+    BrokerUnavailableError,
+    InvalidRequestError,
+    PartitionNotFoundError,
+    TopicAlreadyExistsError,
+    TopicNotFoundError,
+)
+from comet.broker.log_manager import LogManager
+from comet.broker.partition import ACKS_LEADER, Partition
+from comet.broker.validation import (
+    validate_partitions,
+    validate_replication_factor,
+    validate_topic_name,
+)
+from comet.cluster import (
+    BrokerRecord,
+    Coordinator,
+    PartitionState,
+    TopicExistsError,
+    TopicSpec,
+)
+from comet.cluster import TopicNotFoundError as CoordTopicNotFound
+from comet.records import Record, decode_batches, encode_batch
+from comet.storage import AppendInfo, InvalidConfigError, ReadResult
+
+log = structlog.get_logger(__name__)
+
+EARLIEST = -2
+LATEST = -1
+DEFAULT_CONSUME_RECORDS = 100
+MAX_CONSUME_RECORDS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    """A topic with its effective config and per-partition log figures."""
+
+    spec: TopicSpec
+    config: Mapping[str, str]
+    partitions: list[tuple[PartitionState, Partition | None]]
+
+
+class Broker:
+    """Serves topics and partitions; one per process."""
+
+    def __init__(self, config: BrokerConfig, coordinator: Coordinator) -> None:
+        self.config = config
+        self.coordinator = coordinator
+        self.logs = LogManager(config.data_dir, config.log_defaults)
+        self.me = BrokerRecord(config.broker_id, config.advertised)
+        self._partitions: dict[tuple[str, int], Partition] = {}
+        self._topics: dict[str, TopicSpec] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._converge_lock = asyncio.Lock()
+        self._running = False
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Lock the data directory, load metadata, open every hosted log."""
+        self.logs.lock()
+        try:
+            await self.coordinator.start(self.me)
+            self.coordinator.add_topic_listener(self._converge)
+            await self._converge()
+        except BaseException:
+            self.logs.unlock()
+            raise
+        self._running = True
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if self.config.log_defaults.flush_policy == "interval":
+            self._tasks.append(asyncio.create_task(self._interval_flush_loop(), name="flush"))
+        log.info(
+            "broker.started",
+            broker_id=self.me.id,
+            address=self.me.address,
+            topics=len(self._topics),
+            partitions=len(self._partitions),
+        )
+
+    async def stop(self) -> None:
+        """Stop background work, release long-polls, fsync and close every log."""
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for partition in self._partitions.values():
+            partition.close_waiters()
+            await partition.flusher.close()
+        self._partitions.clear()
+        await self.coordinator.close()
+        await self.logs.close()
+        log.info("broker.stopped", broker_id=self.me.id)
+
+    def release_fetchers(self) -> None:
+        """Answer every pending long-poll fetch now (the first step of a shutdown)."""
+        self._running = False
+        for partition in self._partitions.values():
+            partition.close_waiters()
+
+    async def _converge(self) -> None:
+        """Make local logs match the coordinator: open hosted partitions, drop deleted topics."""
+        async with self._converge_lock:
+            specs = {t.name: t for t in await self.coordinator.list_topics()}
+            for name in set(self._topics) - set(specs):
+                await self._drop_topic(name)
+            for name in self.logs.topics_on_disk() - set(specs):
+                log.warning("topic.orphan_removed", topic=name)
+                await self.logs.delete_topic(name)
+            for name, spec in specs.items():
+                if name not in self._topics:
+                    await self._open_topic(spec)
+
+    async def _open_topic(self, spec: TopicSpec) -> None:
+        for state in await self.coordinator.partition_states(spec.name):
+            if self.me.id in state.replicas:
+                plog = await asyncio.to_thread(
+                    self.logs.open_log, spec.name, state.partition, spec.config
+                )
+                self._partitions[(spec.name, state.partition)] = Partition(
+                    spec.name, state.partition, plog, state.leader_epoch
+                )
+        self._topics[spec.name] = spec
+        self._round_robin[spec.name] = itertools.count()
+
+    async def _drop_topic(self, name: str) -> None:
+        self._topics.pop(name, None)
+        self._round_robin.pop(name, None)
+        for key in [k for k in self._partitions if k[0] == name]:
+            partition = self._partitions.pop(key)
+            partition.close_waiters()
+            await partition.flusher.close()
+        await self.logs.delete_topic(name)
+
+    async def _retention_loop(self) -> None:
+        interval = self.config.retention_check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.logs.apply_retention)
+            except OSError as exc:
+                log.error("retention.failed", error=str(exc))
+
+    async def _interval_flush_loop(self) -> None:
+        interval = self.config.log_defaults.flush_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for partition in list(self._partitions.values()):
+                try:
+                    await partition.flusher.flush_now()
+                except OSError as exc:
+                    log.error(
+                        "flush.failed",
+                        topic=partition.topic,
+                        partition=partition.index,
+                        error=str(exc),
+                    )
+
+    # --- admin -----------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 0,
+        replication_factor: int = 0,
+        config: Mapping[str, str] | None = None,
+    ) -> list[PartitionState]:
+        """Validate and create a topic; 0 partitions or RF means the broker default."""
+        self._check_running()
+        validate_topic_name(name)
+        partitions = partitions or self.config.default_partitions
+        replication_factor = replication_factor or self.config.default_replication_factor
+        validate_partitions(partitions)
+        brokers = await self.coordinator.list_brokers()
+        validate_replication_factor(replication_factor, len(brokers))
+        overrides = dict(config or {})
+        try:
+            self.logs.topic_config(overrides)
+        except InvalidConfigError as exc:
+            raise InvalidRequestError(f"config: {exc}") from None
+        try:
+            states = await self.coordinator.create_topic(
+                TopicSpec(name, partitions, replication_factor, overrides)
+            )
+        except TopicExistsError:
+            raise TopicAlreadyExistsError(f"topic {name!r} already exists") from None
+        log.info(
+            "topic.created",
+            topic=name,
+            partitions=partitions,
+            replication_factor=replication_factor,
+        )
+        return states
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic with all its data."""
+        self._check_running()
+        validate_topic_name(name)
+        try:
+            await self.coordinator.delete_topic(name)
+        except CoordTopicNotFound:
+            raise TopicNotFoundError(f"topic {name!r} does not exist") from None
+        log.info("topic.deleted", topic=name)
+
+    async def list_topics(self) -> list[TopicSpec]:
+        """Every topic, sorted by name."""
+        return await self.coordinator.list_topics()
+
+    async def metadata(
+        self, topics: Sequence[str]
+    ) -> tuple[list[BrokerRecord], list[tuple[TopicSpec, list[PartitionState]]]]:
+        """Brokers and partition placement of `topics` (all topics when empty)."""
+        for name in topics:
+            validate_topic_name(name, "topics")
+        specs = await self.coordinator.list_topics()
+        if topics:
+            wanted = set(topics)
+            missing = wanted - {s.name for s in specs}
+            if missing:
+                raise TopicNotFoundError(f"topics: {', '.join(sorted(missing))} do not exist")
+            specs = [s for s in specs if s.name in wanted]
+        out = [(spec, await self.coordinator.partition_states(spec.name)) for spec in specs]
+        return await self.coordinator.list_brokers(), out
+
+    async def describe_topic(self, name: str) -> TopicDescription:
+        """A topic's effective config and log figures per partition."""
+        validate_topic_name(name)
+        spec = await self.coordinator.get_topic(name)
+        if spec is None:
+            raise TopicNotFoundError(f"topic {name!r} does not exist")
+        states = await self.coordinator.partition_states(name)
+        config = self.logs.topic_config(spec.config).to_dict()
+        parts = [(s, self._partitions.get((name, s.partition))) for s in states]
+        return TopicDescription(spec, config, parts)
+
+    # --- data path ---------------------------------------------------------
+
+    def partition(self, topic: str, index: int) -> Partition:
+        """The hosted partition, or NOT_FOUND naming what is missing."""
+        found = self._partitions.get((topic, index))
+        if found is not None:
+            return found
+        validate_topic_name(topic, "topic")
+        spec = self._topics.get(topic)
+        if spec is None:
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
+        raise PartitionNotFoundError(
+            f"partition: topic {topic!r} has partitions 0..{spec.partitions - 1}, not {index}"
+        )
+
+    async def produce_batch(
+        self, topic: str, partition: int, records: bytes, acks: int, timeout_ms: int
+    ) -> AppendInfo:
+        """Append client-framed batches to one partition."""
+        self._check_running()
+        target = self.partition(topic, partition)
+        if timeout_ms < 0:
+            raise InvalidRequestError(f"timeout_ms: must be >= 0, got {timeout_ms}")
+        timeout = (timeout_ms or self.config.produce_timeout_ms) / 1000
+        return await target.produce(records, acks, timeout)
+
+    async def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int = 0,
+        max_wait_ms: int = 0,
+        min_bytes: int = 0,
+    ) -> tuple[Partition, ReadResult]:
+        """Stored batches from `offset`, long-polling up to max_wait_ms."""
+        self._check_running()
+        target = self.partition(topic, partition)
+        if max_bytes < 0:
+            raise InvalidRequestError(f"max_bytes: must be >= 0, got {max_bytes}")
+        if max_wait_ms < 0:
+            raise InvalidRequestError(f"max_wait_ms: must be >= 0, got {max_wait_ms}")
+        if min_bytes < 0:
+            raise InvalidRequestError(f"min_bytes: must be >= 0, got {min_bytes}")
+        max_wait_ms = min(max_wait_ms, 60_000)
+        result = await target.fetch(
+            offset, max_bytes or DEFAULT_FETCH_MAX_BYTES, max_wait_ms / 1000, max(min_bytes, 1)
+        )
+        return target, result
+
+    async def list_offsets(self, topic: str, partition: int, timestamp_ms: int) -> tuple[int, int]:
+        """(offset, timestamp) for LATEST (-1), EARLIEST (-2) or a timestamp in ms."""
+        target = self.partition(topic, partition)
+        if timestamp_ms == LATEST:
+            return target.high_watermark, -1
+        if timestamp_ms == EARLIEST:
+            return target.log.log_start_offset, -1
+        if timestamp_ms < 0:
+            raise InvalidRequestError(
+                f"timestamp_ms: must be -1 (latest), -2 (earliest) or >= 0, got {timestamp_ms}"
+            )
+        offset = target.log.offset_for_timestamp(timestamp_ms)
+        if offset is None or offset >= target.high_watermark:
+            return -1, -1
+        return offset, timestamp_ms
+
+    # --- the original per-record API ----------------------------------------
+
+    async def produce_records(
+        self, topic: str, records: Sequence[tuple[int, bytes, bytes]]
+    ) -> list[tuple[int, int]]:
+        """Original Produce: (partition or negative, key, value) -> (partition, offset) each.
+
+        A negative partition lets the broker choose: CRC-32 (IEEE) of the key
+        modulo the partition count, round-robin for an empty key. Records for
+        one partition become one batch; every record is checked before
+        anything is written.
+        """
+        self._check_running()
+        validate_topic_name(topic, "topic")
+        spec = self._topics.get(topic)
+        if spec is None:
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
+        if not records:
+            raise InvalidRequestError("records: at least one record is required")
+        chosen: list[int] = []
+        for i, (part, key, _value) in enumerate(records):
+            if part < 0:
+                part = self._choose_partition(topic, spec.partitions, key)
+            elif part >= spec.partitions:
+                raise PartitionNotFoundError(
+                    f"records[{i}].partition: topic {topic!r} has partitions "
+                    f"0..{spec.partitions - 1}, not {part}"
+                )
+            chosen.append(part)
+        by_partition: dict[int, list[int]] = {}
+        for i, part in enumerate(chosen):
+            by_partition.setdefault(part, []).append(i)
+        now_ms = int(time.time() * 1000)
+        offsets = [0] * len(records)
+        timeout = self.config.produce_timeout_ms / 1000
+        for part, indexes in by_partition.items():
+            batch = encode_batch(
+                ((records[i][1] or None, records[i][2]) for i in indexes), timestamp_ms=now_ms
+            )
+            info = await self.partition(topic, part).produce(batch, ACKS_LEADER, timeout)
+            for delta, i in enumerate(indexes):
+                offsets[i] = info.base_offset + delta
+        return list(zip(chosen, offsets, strict=True))
+
+    def _choose_partition(self, topic: str, partitions: int, key: bytes) -> int:
+        if key:
+            return zlib.crc32(key) % partitions
+        return next(self._round_robin[topic]) % partitions
+
+    async def consume(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Record]:
+        """Original Consume: up to max_records decoded records from `offset`."""
+        self._check_running()
+        if max_records < 0:
+            raise InvalidRequestError(f"max_records: must be >= 0, got {max_records}")
+        limit = min(max_records or DEFAULT_CONSUME_RECORDS, MAX_CONSUME_RECORDS)
+        target = self.partition(topic, partition)
+        out: list[Record] = []
+        position = offset
+        while len(out) < limit and position < target.high_watermark:
+            result = target.read(position, DEFAULT_FETCH_MAX_BYTES)
+            before = len(out)
+            for record in decode_batches(result.records, position):
+                out.append(record)
+                if len(out) == limit:
+                    break
+            if len(out) == before:
+                break
+            position = out[-1].offset + 1
+        return out
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise BrokerUnavailableError("broker is not serving (starting or shutting down)")

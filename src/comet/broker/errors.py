@@ -1,0 +1,93 @@
+"""Errors the broker reports to callers, each tied to one gRPC status code.
+
+The server layer maps them with `status` (a grpc.StatusCode name) so the
+broker itself does not depend on gRPC. Messages say what happened and, where
+there is one, what to do.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BrokerError(Exception):
+    """Base of errors that become a gRPC status."""
+
+    status: ClassVar[str] = "INTERNAL"
+
+
+# --- the request is wrong: retrying the same request cannot help ----------
+
+
+class InvalidRequestError(BrokerError):
+    """A field breaks a rule; the message names the field and the rule."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class TopicNotFoundError(BrokerError):
+    """The named topic does not exist."""
+
+    status = "NOT_FOUND"
+
+
+class PartitionNotFoundError(BrokerError):
+    """The topic exists but has no such partition."""
+
+    status = "NOT_FOUND"
+
+
+class TopicAlreadyExistsError(BrokerError):
+    """CreateTopic for a name that is taken."""
+
+    status = "ALREADY_EXISTS"
+
+
+class OffsetOutOfRangeError(BrokerError):
+    """A read below the log start or beyond the log end."""
+
+    status = "OUT_OF_RANGE"
+
+
+class RequestTooLargeError(BrokerError):
+    """A request or batch above the configured size limit."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class StorageFullError(BrokerError):
+    """The disk is full; nothing of the request was written."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+# --- the broker cannot serve it now: retry, maybe elsewhere ---------------
+
+
+class NotLeaderError(BrokerError):
+    """This broker does not lead the partition; `leader_id` names the one that does."""
+
+    status = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, leader_id: str = "", leader_address: str = "") -> None:
+        super().__init__(message)
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class BrokerUnavailableError(BrokerError):
+    """Shutting down or not ready; retry later or at another broker."""
+
+    status = "UNAVAILABLE"
+
+
+class AckTimeoutError(BrokerError):
+    """The data was appended but the acknowledgement did not complete in time."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
+class UnimplementedError(BrokerError):
+    """An RPC this broker version does not serve yet."""
+
+    status = "UNIMPLEMENTED"

@@ -1,0 +1,1 @@
+"""Command-line entry points: `comet` (the broker) and `cometctl` (the tool)."""

@@ -1,0 +1,322 @@
+"""`cometctl bench produce|consume`: throughput and latency through real gRPC.
+
+Produce frames RecordBatch v2 batches in this process (the client's work)
+and keeps `--in-flight` ProduceBatch calls outstanding; latency is measured
+per batch, from send to acknowledgement. Consume fetches from offset 0 and
+decodes every record. With --spawn-broker a broker is started on loopback in
+a temporary data directory and its CPU time and peak RSS are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from comet.aio import CometClient
+from comet.cli.ctl import CtlContext, fail, with_ctx
+from comet.cli.local_broker import LocalBroker
+from comet.errors import CometError
+from comet.records import Compression, RecordBatchBuilder, decode_batches
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class BenchResult:
+    """Figures of one benchmark phase."""
+
+    phase: str
+    records: int
+    record_bytes: int
+    seconds: float
+    records_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    client_cpu_s: float = 0.0
+    broker_cpu_s: float | None = None
+    broker_peak_rss_mb: float | None = None
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {"p50": pick(0.50), "p99": pick(0.99), "p99.9": pick(0.999), "max": pick(1.0)}
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _proc_peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run_produce(
+    client: CometClient,
+    topic: str,
+    count: int,
+    size: int,
+    partitions: int,
+    batch_records: int,
+    in_flight: int,
+    acks: str,
+    compression: Compression,
+    progress: Progress | None,
+) -> BenchResult:
+    """Produce `count` records of `size` bytes; return throughput and batch latency."""
+    rng = random.Random(42)
+    values = [rng.randbytes(size) for _ in range(256)]
+    latencies: list[float] = []
+    task = progress.add_task("produce", total=count) if progress else None
+    sem = asyncio.Semaphore(in_flight)
+    pending: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+
+    async def send(partition: int, batch: bytes, n: int) -> None:
+        started = time.perf_counter()
+        try:
+            await client.produce_batch(topic, partition, batch, acks=acks)  # type: ignore[arg-type]
+        except CometError as exc:
+            errors.append(exc)
+        finally:
+            latencies.append(time.perf_counter() - started)
+            sem.release()
+            if progress and task is not None:
+                progress.advance(task, n)
+
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    sent = 0
+    batch_no = 0
+    while sent < count and not errors:
+        n = min(batch_records, count - sent)
+        builder = RecordBatchBuilder(compression, max_bytes=1 << 30)
+        ts = int(time.time() * 1000)
+        for i in range(n):
+            builder.append(None, values[(sent + i) & 255], ts)
+        batch = builder.build()
+        await sem.acquire()
+        t = asyncio.create_task(send(batch_no % partitions, batch, n))
+        pending.add(t)
+        t.add_done_callback(pending.discard)
+        sent += n
+        batch_no += 1
+    if pending:
+        await asyncio.gather(*pending)
+    if errors:
+        raise errors[0]
+    seconds = time.perf_counter() - t0
+    return BenchResult(
+        "produce",
+        count,
+        size,
+        round(seconds, 3),
+        round(count / seconds),
+        round(count * size / seconds / 1e6, 1),
+        _percentiles(latencies),
+        round(time.process_time() - cpu0, 2),
+    )
+
+
+async def run_consume(
+    client: CometClient,
+    topic: str,
+    count: int,
+    size: int,
+    partitions: int,
+    max_bytes: int,
+    progress: Progress | None,
+) -> BenchResult:
+    """Fetch and decode `count` records from offset 0 of every partition."""
+    task = progress.add_task("consume", total=count) if progress else None
+    seen = 0
+
+    async def drain(partition: int) -> None:
+        nonlocal seen
+        end = await client.list_offsets(topic, partition)
+        offset = 0
+        while offset < end:
+            result = await client.fetch(topic, partition, offset, max_bytes=max_bytes)
+            n = 0
+            for record in decode_batches(result.records, offset):
+                offset = record.offset + 1
+                n += 1
+            seen += n
+            if progress and task is not None:
+                progress.advance(task, n)
+
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(drain(p) for p in range(partitions)))
+    seconds = time.perf_counter() - t0
+    return BenchResult(
+        "consume",
+        seen,
+        size,
+        round(seconds, 3),
+        round(seen / seconds),
+        round(seen * size / seconds / 1e6, 1),
+        {},
+        round(time.process_time() - cpu0, 2),
+    )
+
+
+@click.command("bench")
+@click.argument("mode", type=click.Choice(["produce", "consume", "both"]), default="both")
+@click.option("--count", "-n", type=click.IntRange(1), default=1_000_000, show_default=True)
+@click.option("--size", "-s", type=click.IntRange(0), default=100, show_default=True)
+@click.option("--partitions", "-p", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="1", show_default=True)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
+    default="none",
+    show_default=True,
+)
+@click.option("--batch-records", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--in-flight", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--fetch-max-bytes", type=click.IntRange(1024), default=4 << 20, show_default=True)
+@click.option("--topic", default=None, help="Topic to use [default: a new bench-* topic].")
+@click.option("--spawn-broker", is_flag=True, help="Start a broker in a temporary directory.")
+@click.option("--broker-arg", multiple=True, help="Extra flag for the spawned broker.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@with_ctx
+def bench(
+    ctx: CtlContext,
+    mode: str,
+    count: int,
+    size: int,
+    partitions: int,
+    acks: str,
+    compression: str,
+    batch_records: int,
+    in_flight: int,
+    fetch_max_bytes: int,
+    topic: str | None,
+    spawn_broker: bool,
+    broker_arg: tuple[str, ...],
+    output: str | None,
+) -> None:
+    """Measure produce and consume throughput (MODE: produce, consume or both)."""
+    topic = topic or f"bench-{int(time.time())}-{os.getpid()}"
+    codec = Compression.parse(None if compression == "none" else compression)
+    acks_arg: str | int = "all" if acks == "all" else int(acks)
+    broker = LocalBroker(extra_args=list(broker_arg)) if spawn_broker else None
+    bootstrap = ctx.bootstrap
+    if broker is not None:
+        broker.start()
+        bootstrap = broker.address
+    show_progress = not ctx.as_json and Console(stderr=True).is_terminal
+    results: list[BenchResult] = []
+    try:
+        cpu_before = _proc_cpu_s(broker.pid) if broker else 0.0
+
+        async def main() -> None:
+            async with CometClient(bootstrap, timeout=60) as client:
+                await client.create_topic(topic, partitions, exist_ok=True)
+                with Progress(console=Console(stderr=True), disable=not show_progress) as progress:
+                    if mode in ("produce", "both"):
+                        results.append(
+                            await run_produce(
+                                client,
+                                topic,
+                                count,
+                                size,
+                                partitions,
+                                batch_records,
+                                in_flight,
+                                acks_arg,  # type: ignore[arg-type]
+                                codec,
+                                progress,
+                            )
+                        )
+                    if mode in ("consume", "both"):
+                        results.append(
+                            await run_consume(
+                                client, topic, count, size, partitions, fetch_max_bytes, progress
+                            )
+                        )
+
+        try:
+            asyncio.run(main())
+        except CometError as exc:
+            fail(str(exc))
+        if broker is not None:
+            cpu = round(_proc_cpu_s(broker.pid) - cpu_before, 2)
+            rss = round(_proc_peak_rss_mb(broker.pid), 1)
+            for r in results:
+                r.broker_cpu_s = cpu if len(results) == 1 else None
+                r.broker_peak_rss_mb = rss
+            if len(results) > 1:
+                results[-1].broker_cpu_s = cpu
+    finally:
+        if broker is not None:
+            broker.stop()
+            broker.cleanup()
+    data = {
+        "topic": topic,
+        "settings": {
+            "count": count,
+            "size": size,
+            "partitions": partitions,
+            "acks": acks,
+            "compression": compression,
+            "batch_records": batch_records,
+            "in_flight": in_flight,
+        },
+        "results": [asdict(r) for r in results],
+    }
+    if output:
+        with open(output, "w") as fh:
+            json.dump(data, fh, indent=2)
+    table = Table(
+        "phase",
+        "records",
+        "records/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "client CPU s",
+        "broker CPU s",
+        "broker RSS MB",
+    )
+    for r in results:
+        table.add_row(
+            r.phase,
+            f"{r.records:,}",
+            f"{r.records_per_s:,.0f}",
+            f"{r.mb_per_s:,.1f}",
+            str(r.latency_ms.get("p50", "")),
+            str(r.latency_ms.get("p99", "")),
+            str(r.latency_ms.get("p99.9", "")),
+            str(r.client_cpu_s),
+            "" if r.broker_cpu_s is None else str(r.broker_cpu_s),
+            "" if r.broker_peak_rss_mb is None else str(r.broker_peak_rss_mb),
+        )
+    ctx.emit(data, table)
+
+
+def register(cli: click.Group) -> None:
+    """Attach the bench command to cometctl."""
+    cli.add_command(bench)

@@ -1,0 +1,258 @@
+"""`comet`: run one broker.
+
+Every flag has an environment variable (COMET_...) that applies when the
+flag is not given. `--etcd ""` runs single-broker mode with no etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import click
+import structlog
+
+from comet.broker import BrokerConfig
+from comet.broker.config import (
+    DEFAULT_ADDR,
+    DEFAULT_DATA_DIR,
+    DEFAULT_ETCD,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_PARTITIONS,
+    DEFAULT_PRODUCE_TIMEOUT_MS,
+    DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+)
+from comet.broker.log_manager import DataDirLockedError, LogManager, load_or_create_broker_id
+from comet.cluster import LocalCoordinator
+from comet.cluster.local import MetadataFileError
+from comet.logs import LEVELS, configure_logging
+from comet.server import BrokerServer, parse_listen_address
+from comet.server.app import AddressInUseError
+from comet.storage import InvalidConfigError, LogConfig
+
+log = structlog.get_logger("comet")
+
+# flag name -> topic config key of the broker-wide storage defaults
+STORAGE_FLAGS = {
+    "segment_bytes": "segment.bytes",
+    "segment_ms": "segment.ms",
+    "retention_ms": "retention.ms",
+    "retention_bytes": "retention.bytes",
+    "flush_policy": "flush.policy",
+    "flush_interval_ms": "flush.interval.ms",
+    "max_message_bytes": "max.message.bytes",
+}
+
+
+def _check_etcd_reachable(endpoints: tuple[str, ...], timeout_s: float = 2.0) -> str | None:
+    """Return an error message unless some endpoint accepts a TCP connection."""
+    errors = []
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":")
+        try:
+            with socket.create_connection((host or "localhost", int(port)), timeout=timeout_s):
+                return None
+        except (OSError, ValueError) as exc:
+            errors.append(f"{endpoint}: {exc}")
+    return "; ".join(errors)
+
+
+def _storage_defaults(options: dict[str, object]) -> LogConfig:
+    overrides = {
+        key: str(options[flag]) for flag, key in STORAGE_FLAGS.items() if options[flag] is not None
+    }
+    return LogConfig().with_overrides(overrides)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data-dir",
+    envvar="COMET_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory for the logs.",
+)
+@click.option(
+    "--addr",
+    envvar="COMET_ADDR",
+    default=DEFAULT_ADDR,
+    show_default=True,
+    help="gRPC listen address; ':PORT' listens on all interfaces.",
+)
+@click.option(
+    "--etcd",
+    envvar="COMET_ETCD",
+    default=DEFAULT_ETCD,
+    show_default=True,
+    help="Comma-separated etcd endpoints; empty = single-broker mode.",
+)
+@click.option(
+    "--log-level",
+    envvar="COMET_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warn", "error"], case_sensitive=False),
+)
+@click.option(
+    "--log-format",
+    envvar="COMET_LOG_FORMAT",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "console", "json"]),
+    help="auto = readable on a terminal, JSON otherwise.",
+)
+@click.option(
+    "--broker-id",
+    envvar="COMET_BROKER_ID",
+    default=None,
+    help="Unique broker id [default: a UUID kept in the data directory].",
+)
+@click.option(
+    "--advertise-addr",
+    envvar="COMET_ADVERTISE_ADDR",
+    default=None,
+    help="Address given to clients and peers [default: --addr].",
+)
+@click.option(
+    "--segment-bytes",
+    envvar="COMET_SEGMENT_BYTES",
+    type=int,
+    default=None,
+    help="Roll a segment at this size [default: 1073741824].",
+)
+@click.option(
+    "--segment-ms",
+    envvar="COMET_SEGMENT_MS",
+    type=int,
+    default=None,
+    help="Roll a segment at this age [default: 7 days].",
+)
+@click.option(
+    "--retention-ms",
+    envvar="COMET_RETENTION_MS",
+    type=int,
+    default=None,
+    help="Delete segments older than this; -1 = keep [default: 7 days].",
+)
+@click.option(
+    "--retention-bytes",
+    envvar="COMET_RETENTION_BYTES",
+    type=int,
+    default=None,
+    help="Per-partition size cap; -1 = none [default: -1].",
+)
+@click.option(
+    "--flush-policy",
+    envvar="COMET_FLUSH_POLICY",
+    default=None,
+    type=click.Choice(["batch", "interval", "none"]),
+    help="batch: fsync (group commit) before acking; interval: fsync every "
+    "--flush-interval-ms; none: leave it to the OS [default: batch].",
+)
+@click.option(
+    "--flush-interval-ms",
+    envvar="COMET_FLUSH_INTERVAL_MS",
+    type=int,
+    default=None,
+    help="fsync period of the interval policy [default: 1000].",
+)
+@click.option(
+    "--max-message-bytes",
+    envvar="COMET_MAX_MESSAGE_BYTES",
+    type=int,
+    default=None,
+    help="Largest batch set one produce may append [default: 4194304].",
+)
+@click.option(
+    "--max-request-bytes",
+    envvar="COMET_MAX_REQUEST_BYTES",
+    type=click.IntRange(1024),
+    default=DEFAULT_MAX_REQUEST_BYTES,
+    show_default=True,
+    help="Largest gRPC request accepted.",
+)
+@click.option(
+    "--default-partitions",
+    envvar="COMET_DEFAULT_PARTITIONS",
+    type=click.IntRange(1),
+    default=DEFAULT_PARTITIONS,
+    show_default=True,
+    help="Partitions of a topic created without a count.",
+)
+@click.option(
+    "--produce-timeout-ms",
+    envvar="COMET_PRODUCE_TIMEOUT_MS",
+    type=click.IntRange(1),
+    default=DEFAULT_PRODUCE_TIMEOUT_MS,
+    show_default=True,
+    help="Default wait for acks when a request sets none.",
+)
+@click.option(
+    "--retention-check-interval-ms",
+    envvar="COMET_RETENTION_CHECK_INTERVAL_MS",
+    type=click.IntRange(100),
+    default=DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+    show_default=True,
+    help="How often retention runs.",
+)
+def main(**options: object) -> None:
+    """Run a Comet broker."""
+    level = str(options["log_level"]).lower()
+    fmt = options["log_format"]
+    configure_logging(
+        level if level in LEVELS else "info", None if fmt == "auto" else fmt == "json"
+    )
+    try:
+        defaults = _storage_defaults(options)
+        parse_listen_address(str(options["addr"]))
+    except (InvalidConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    data_dir: Path = options["data_dir"]  # type: ignore[assignment]
+    etcd = tuple(e.strip() for e in str(options["etcd"] or "").split(",") if e.strip())
+    if etcd:
+        problem = _check_etcd_reachable(etcd)
+        if problem:
+            _fail(
+                f"cannot reach etcd at {','.join(etcd)} ({problem}).\n"
+                'To run a single broker without etcd, pass --etcd "" (or set COMET_ETCD=).'
+            )
+        _fail(
+            "cluster mode (etcd) is not available in this version yet; "
+            'run single-broker mode with --etcd "".'
+        )
+    try:
+        broker_id = str(options["broker_id"] or load_or_create_broker_id(data_dir))
+    except OSError as exc:
+        _fail(f"cannot use data directory {data_dir}: {exc}")
+    config = BrokerConfig(
+        broker_id=broker_id,
+        data_dir=data_dir,
+        listen_addr=str(options["addr"]),
+        advertise_addr=str(options["advertise_addr"] or ""),
+        etcd_endpoints=etcd,
+        log_defaults=defaults,
+        default_partitions=int(options["default_partitions"]),  # type: ignore[arg-type]
+        max_request_bytes=int(options["max_request_bytes"]),  # type: ignore[arg-type]
+        produce_timeout_ms=int(options["produce_timeout_ms"]),  # type: ignore[arg-type]
+        retention_check_interval_ms=int(options["retention_check_interval_ms"]),  # type: ignore[arg-type]
+    )
+    coordinator = LocalCoordinator(LogManager(data_dir, defaults).meta_dir)
+    server = BrokerServer(config, coordinator)
+    try:
+        asyncio.run(server.serve_until_signal())
+    except (DataDirLockedError, MetadataFileError, AddressInUseError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"broker failed: {exc}")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"comet: error: {message}", err=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The Coordinator contract: where cluster metadata lives.
+
+Two implementations keep it: `LocalCoordinator` (single-broker mode, a file
+in the data directory) and, in cluster mode, one backed by etcd. The broker
+above it does not know which one it runs on. Every method is a coroutine;
+returned objects are immutable snapshots the caller may keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class CoordinatorError(Exception):
+    """Base of errors raised by a coordinator."""
+
+
+class TopicExistsError(CoordinatorError):
+    """create_topic for a name that is already taken."""
+
+
+class TopicNotFoundError(CoordinatorError):
+    """An operation named a topic the coordinator does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRecord:
+    """A live broker: its id and the address clients and peers dial."""
+
+    id: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic as created: partition count, replication factor, config overrides."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """Placement and leadership of one partition."""
+
+    topic: str
+    partition: int
+    replicas: tuple[str, ...]
+    leader: str
+    leader_epoch: int
+    isr: tuple[str, ...]
+
+
+TopicListener = Callable[[], Awaitable[None]]
+
+
+class Coordinator(Protocol):
+    """What the broker needs from cluster metadata storage.
+
+    Contract:
+    - `create_topic` is atomic: afterwards the topic and all its partition
+      states exist, or (on error) nothing does. It places replicas on live
+      brokers and raises TopicExistsError when the name is taken.
+    - `delete_topic` removes the topic and its partition states; it raises
+      TopicNotFoundError when there is no such topic.
+    - Listeners added with `add_topic_listener` are awaited after every
+      change of the topic set, in this process or (cluster mode) another.
+    """
+
+    async def start(self, broker: BrokerRecord) -> None:
+        """Connect, register this broker and load state."""
+        ...
+
+    async def close(self) -> None:
+        """Deregister and release every resource; idempotent."""
+        ...
+
+    async def list_brokers(self) -> list[BrokerRecord]:
+        """The live brokers, sorted by id."""
+        ...
+
+    async def controller_id(self) -> str | None:
+        """Id of the broker acting as controller, or None without one."""
+        ...
+
+    async def create_topic(self, spec: TopicSpec) -> list[PartitionState]:
+        """Create a topic and place its partitions."""
+        ...
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic and its partition states."""
+        ...
+
+    async def list_topics(self) -> list[TopicSpec]:
+        """Every topic, sorted by name."""
+        ...
+
+    async def get_topic(self, name: str) -> TopicSpec | None:
+        """One topic, or None."""
+        ...
+
+    async def partition_states(self, topic: str) -> list[PartitionState]:
+        """The partition states of a topic ordered by partition; TopicNotFoundError if none."""
+        ...
+
+    def add_topic_listener(self, listener: TopicListener) -> None:
+        """Call `listener` after every change of the topic set."""
+        ...
