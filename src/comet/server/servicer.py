@@ -35,13 +35,13 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         try:
             return await method(self, request, context)
         except BrokerError as exc:
+            metadata: tuple[tuple[str, str], ...] = (("comet-error", type(exc).__name__),)
             if isinstance(exc, NotLeaderError) and exc.leader_id:
-                context.set_trailing_metadata(
-                    (
-                        ("comet-leader-id", exc.leader_id),
-                        ("comet-leader-address", exc.leader_address),
-                    )
+                metadata += (
+                    ("comet-leader-id", exc.leader_id),
+                    ("comet-leader-address", exc.leader_address),
                 )
+            context.set_trailing_metadata(metadata)
             await context.abort(grpc.StatusCode[exc.status], str(exc))
         except grpc.aio.AbortError:
             raise
