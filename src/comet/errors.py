@@ -45,13 +45,17 @@ class UnsupportedError(CometError):
 # --- retry, maybe elsewhere ----------------------------------------------------
 
 
+class FailedPreconditionError(CometError):
+    """The broker's state does not allow the call now (FAILED_PRECONDITION)."""
+
+
 class BrokerUnavailableError(CometError):
     """No broker could be reached, or it is shutting down (UNAVAILABLE)."""
 
     retriable = True
 
 
-class NotLeaderError(CometError):
+class NotLeaderError(FailedPreconditionError):
     """The broker does not lead the partition (FAILED_PRECONDITION); refresh metadata."""
 
     retriable = True
@@ -60,6 +64,14 @@ class NotLeaderError(CometError):
         super().__init__(message)
         self.leader_id = leader_id
         self.leader_address = leader_address
+
+
+class StaleGenerationError(FailedPreconditionError):
+    """A group call from an old generation; re-join the group (its offsets were not committed)."""
+
+
+class UnknownMemberError(CometError):
+    """The group coordinator does not know this member (expired or left); join again."""
 
 
 class RequestTimeoutError(CometError):
@@ -89,16 +101,32 @@ _BY_CODE: dict[grpc.StatusCode, type[CometError]] = {
 }
 
 
+# Broker error class names (trailing metadata "comet-error") with a more
+# precise client type than their status code alone gives.
+_BY_REASON: dict[str, type[CometError]] = {
+    "StaleGenerationError": StaleGenerationError,
+    "UnknownMemberError": UnknownMemberError,
+    "PartitionNotFoundError": TopicNotFoundError,
+}
+
+
 def from_rpc_error(exc: grpc.RpcError, address: str = "") -> CometError:
     """Translate a failed gRPC call into the matching CometError."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(code)
     where = f" [{address}]" if address else ""
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        meta = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
+    meta = {}
+    if hasattr(exc, "trailing_metadata"):
+        meta = {k: str(v) for k, v in (exc.trailing_metadata() or ())}
+    reason = meta.get("comet-error", "")
+    if reason == "NotLeaderError" or (
+        code == grpc.StatusCode.FAILED_PRECONDITION and "comet-leader-id" in meta
+    ):
         return NotLeaderError(
-            details + where,
-            str(meta.get("comet-leader-id", "")),
-            str(meta.get("comet-leader-address", "")),
+            details + where, meta.get("comet-leader-id", ""), meta.get("comet-leader-address", "")
         )
+    if reason in _BY_REASON:
+        return _BY_REASON[reason](details + where)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPreconditionError(details + where)
     return _BY_CODE.get(code, BrokerInternalError)(details + where)

@@ -1,7 +1,13 @@
 """The asyncio Comet client."""
 
+from comet.aio.accumulator import BufferFullError, partition_for_key
 from comet.aio.addresses import parse_addresses
+from comet.aio.channel import Message
 from comet.aio.client import EARLIEST, LATEST, CometClient, with_retries
+from comet.aio.config import ConsumerConfig, ProducerConfig
+from comet.aio.consumer import Consumer, MessageStream
+from comet.aio.delivery import DeliveryHandle, RecordMetadata
+from comet.aio.producer import TopicProducer
 from comet.aio.types import (
     BrokerInfo,
     ClusterMetadata,
@@ -16,13 +22,23 @@ __all__ = [
     "EARLIEST",
     "LATEST",
     "BrokerInfo",
+    "BufferFullError",
     "ClusterMetadata",
     "CometClient",
+    "Consumer",
+    "ConsumerConfig",
+    "DeliveryHandle",
     "FetchResult",
+    "Message",
+    "MessageStream",
     "PartitionInfo",
     "ProduceResult",
+    "ProducerConfig",
+    "RecordMetadata",
     "TopicDescription",
     "TopicInfo",
+    "TopicProducer",
     "parse_addresses",
+    "partition_for_key",
     "with_retries",
 ]

@@ -318,6 +318,98 @@ class CometClient:
             topic, partition, r.records, r.high_watermark, r.log_start_offset, r.log_end_offset
         )
 
+    # --- consumer groups ------------------------------------------------------
+
+    async def _call_group(
+        self, group: str, call: Callable[[broker_pb2_grpc.BrokerServiceStub], Awaitable[T]]
+    ) -> T:
+        """Call the group's coordinator (single-broker mode: any reachable broker)."""
+        return await self.call_any(call)
+
+    async def join_group(
+        self,
+        group: str,
+        member_id: str,
+        topics: Sequence[str],
+        *,
+        session_timeout_ms: int = 0,
+        rebalance_timeout_ms: int = 0,
+        client_id: str = "",
+    ) -> pb.JoinGroupResponse:
+        """Join (or re-join) a group; returns once the group's rebalance completes."""
+        request = pb.JoinGroupRequest(
+            group=group,
+            member_id=member_id,
+            topics=list(topics),
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            client_id=client_id,
+        )
+        wait = max(session_timeout_ms, rebalance_timeout_ms, 10_000) / 1000
+        return await self._call_group(
+            group, lambda s: s.JoinGroup(request, timeout=self.timeout + wait)
+        )
+
+    async def heartbeat(self, group: str, member_id: str, generation: int) -> pb.HeartbeatResponse:
+        """Keep a membership alive; `.rebalance` says when to re-join."""
+        request = pb.HeartbeatRequest(group=group, member_id=member_id, generation=generation)
+        return await self._call_group(group, lambda s: s.Heartbeat(request, timeout=self.timeout))
+
+    async def leave_group(self, group: str, member_id: str) -> None:
+        """Leave a group now (its partitions move to the other members)."""
+        request = pb.LeaveGroupRequest(group=group, member_id=member_id)
+        await self._call_group(group, lambda s: s.LeaveGroup(request, timeout=self.timeout))
+
+    async def commit_offsets(
+        self,
+        group: str,
+        offsets: Mapping[tuple[str, int], int],
+        *,
+        member_id: str = "",
+        generation: int = -1,
+    ) -> None:
+        """Commit next-offsets-to-consume; refused from a stale generation."""
+        request = pb.CommitOffsetsRequest(
+            group=group,
+            member_id=member_id,
+            generation=generation,
+            offsets=[
+                pb.PartitionOffset(topic=t, partition=p, offset=o)
+                for (t, p), o in sorted(offsets.items())
+            ],
+        )
+        await self._call_group(group, lambda s: s.CommitOffsets(request, timeout=self.timeout))
+
+    async def fetch_offsets(
+        self, group: str, partitions: Mapping[str, Sequence[int]] | None = None
+    ) -> dict[tuple[str, int], int]:
+        """Committed offsets of a group (-1 where none), for `partitions` or all."""
+        request = pb.FetchOffsetsRequest(
+            group=group,
+            partitions=[
+                pb.TopicPartitions(topic=t, partitions=list(ps))
+                for t, ps in (partitions or {}).items()
+            ],
+        )
+        r: pb.FetchOffsetsResponse = await self._call_group(
+            group, lambda s: s.FetchOffsets(request, timeout=self.timeout)
+        )
+        return {(o.topic, o.partition): o.offset for o in r.offsets}
+
+    async def describe_group(self, group: str) -> pb.DescribeGroupResponse:
+        """State, generation, members, assignment and lag of a group."""
+        request = pb.DescribeGroupRequest(group=group)
+        return await self._call_group(
+            group, lambda s: s.DescribeGroup(request, timeout=self.timeout)
+        )
+
+    async def list_groups(self) -> list[pb.GroupSummary]:
+        """Every group the cluster knows."""
+        r: pb.ListGroupsResponse = await self.call_any(
+            lambda s: s.ListGroups(pb.ListGroupsRequest(), timeout=self.timeout)
+        )
+        return list(r.groups)
+
     async def list_offsets(self, topic: str, partition: int, timestamp_ms: int = LATEST) -> int:
         """LATEST (-1), EARLIEST (-2), or the first offset at or after a ms timestamp (-1: none)."""
         request = pb.ListOffsetsRequest(topic=topic, partition=partition, timestamp_ms=timestamp_ms)

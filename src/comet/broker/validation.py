@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from comet.broker.errors import InvalidRequestError
+from comet.names import TOPIC_NAME_RE
 
-TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_PARTITIONS = 10_000
 MAX_REPLICATION_FACTOR = 16
 

@@ -1,6 +1,10 @@
 """The synchronous Comet client: a blocking facade over comet.aio."""
 
+from comet.aio.accumulator import BufferFullError
 from comet.aio.addresses import parse_addresses
+from comet.aio.channel import Message
+from comet.aio.config import ConsumerConfig, ProducerConfig
+from comet.aio.delivery import DeliveryHandle, RecordMetadata
 from comet.aio.types import (
     BrokerInfo,
     ClusterMetadata,
@@ -18,18 +22,28 @@ from comet.client.admin import (
     delete_topic,
     list_topics,
 )
+from comet.client.consumer import Consumer
+from comet.client.producer import TopicProducer
 
 __all__ = [
     "EARLIEST",
     "LATEST",
     "BrokerInfo",
+    "BufferFullError",
     "ClusterMetadata",
     "CometClient",
+    "Consumer",
+    "ConsumerConfig",
+    "DeliveryHandle",
     "FetchResult",
+    "Message",
     "PartitionInfo",
     "ProduceResult",
+    "ProducerConfig",
+    "RecordMetadata",
     "TopicDescription",
     "TopicInfo",
+    "TopicProducer",
     "create_topic",
     "delete_topic",
     "list_topics",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -78,6 +78,15 @@ class RecordBatchBuilder:
             return False
         self._count += 1
         return True
+
+    @property
+    def raw_append(self) -> Callable[..., object]:
+        """The C builder's append(offset_delta, ts_ms, key, value, headers list): None when full.
+
+        For hot loops that track the offset delta themselves; bypasses the
+        record count of this wrapper.
+        """
+        return self._builder.append
 
     def __len__(self) -> int:
         return self._count

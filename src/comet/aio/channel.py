@@ -1,0 +1,84 @@
+"""MessageChannel: the bounded buffer between partition fetchers and a subscription's delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, NamedTuple
+
+
+class Message(NamedTuple):
+    """One consumed record. timestamp is the producer's CreateTime in ms since the epoch."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any
+    timestamp: int
+    headers: list[tuple[str, bytes | None]]
+
+
+class Chunk(NamedTuple):
+    """Messages of one partition from one fetch, tagged with the assignment epoch."""
+
+    epoch: int
+    topic: str
+    partition: int
+    messages: list[Message]
+
+
+class MessageChannel:
+    """Holds fetched chunks until delivered; put() waits while `capacity` messages are queued.
+
+    A chunk is never split, so one chunk may take the count past capacity.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._chunks: deque[Chunk] = deque()
+        self._count = 0
+        self._closed = False
+        self._changed = asyncio.Condition()
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for delivery."""
+        return self._count
+
+    async def put(self, chunk: Chunk) -> None:
+        """Queue a chunk, waiting for room."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._count < self.capacity or self._closed)
+            if self._closed:
+                return
+            self._chunks.append(chunk)
+            self._count += len(chunk.messages)
+            self._changed.notify_all()
+
+    async def get(self) -> Chunk | None:
+        """The next chunk, waiting for one; None once the channel is closed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._chunks) or self._closed)
+            if not self._chunks:
+                return None
+            chunk = self._chunks.popleft()
+            self._count -= len(chunk.messages)
+            self._changed.notify_all()
+            return chunk
+
+    async def drop_older_than(self, epoch: int) -> None:
+        """Discard chunks fetched under an earlier assignment."""
+        async with self._changed:
+            kept = [c for c in self._chunks if c.epoch >= epoch]
+            self._chunks = deque(kept)
+            self._count = sum(len(c.messages) for c in kept)
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        """Wake every waiter; get() returns None from now on."""
+        async with self._changed:
+            self._closed = True
+            self._chunks.clear()
+            self._count = 0
+            self._changed.notify_all()

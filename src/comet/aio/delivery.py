@@ -1,0 +1,185 @@
+"""Delivery reports: one shared completion per batch, a light handle per record.
+
+Creating a future per record would cost more than the whole per-record
+budget, so records of one batch share a `ProducerBatch` completion and each
+send() returns a `DeliveryHandle` (two slots) pointing into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+from comet.records import RecordBatchBuilder
+
+
+class RecordMetadata(NamedTuple):
+    """Where a produced record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # ms since the epoch (the record's CreateTime)
+
+
+DeliveryCallback = Callable[[RecordMetadata | None, BaseException | None], Any]
+
+# Guards callback/future registration against a completion on another thread.
+_registration = threading.Lock()
+
+
+class ProducerBatch:
+    """Records of one partition that travel, and complete, together."""
+
+    __slots__ = (
+        "_callbacks",
+        "_done",
+        "_event",
+        "_futures",
+        "add",
+        "attempts",
+        "base_offset",
+        "builder",
+        "created",
+        "data",
+        "error",
+        "partition",
+        "timestamps",
+        "topic",
+    )
+
+    def __init__(
+        self, topic: str, partition: int, builder: RecordBatchBuilder, created: float
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder: RecordBatchBuilder | None = builder
+        # The C builder's append(offset_delta, ts, key, value, headers); None when full.
+        self.add = builder.raw_append
+        self.data = b""
+        self.created = created
+        self.timestamps: list[int] = []
+        self.base_offset = -1
+        self.error: BaseException | None = None
+        self.attempts = 0
+        self._done = False
+        self._event: threading.Event | None = None
+        self._futures: list[asyncio.Future[None]] = []
+        self._callbacks: list[tuple[int, DeliveryCallback]] = []
+
+    @property
+    def count(self) -> int:
+        """Records in the batch."""
+        return len(self.timestamps)
+
+    def seal(self) -> None:
+        """Finish framing; no more records can be added."""
+        if self.builder is not None:
+            self.data = self.builder.build()
+            self.builder = None
+
+    # --- completion (called on the producer's loop) -------------------------
+
+    def complete(self, base_offset: int, error: BaseException | None = None) -> None:
+        """Record the outcome and wake every waiter and callback of the batch."""
+        self.base_offset = base_offset
+        self.error = error
+        self.data = b""
+        with _registration:
+            self._done = True
+            futures, self._futures = self._futures, []
+            callbacks, self._callbacks = self._callbacks, []
+        if self._event is not None:
+            self._event.set()
+        for fut in futures:
+            fut.get_loop().call_soon_threadsafe(_resolve, fut)
+        for index, callback in callbacks:
+            self._run_callback(index, callback)
+
+    def done(self) -> bool:
+        """True once the batch was acknowledged or failed."""
+        return self._done
+
+    def metadata(self, index: int) -> RecordMetadata:
+        """Metadata of record `index` (offset -1 when acks=0)."""
+        offset = self.base_offset + index if self.base_offset >= 0 else -1
+        return RecordMetadata(self.topic, self.partition, offset, self.timestamps[index])
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block the calling thread until done; False on timeout."""
+        if self._done:
+            return True
+        if self._event is None:
+            self._event = threading.Event()
+            if self._done:
+                return True
+        return self._event.wait(timeout)
+
+    def future(self) -> asyncio.Future[None]:
+        """An asyncio future on the running loop, resolved when the batch completes."""
+        fut = asyncio.get_running_loop().create_future()
+        with _registration:
+            if not self._done:
+                self._futures.append(fut)
+                return fut
+        fut.set_result(None)
+        return fut
+
+    def add_callback(self, index: int, callback: DeliveryCallback) -> None:
+        """Call `callback(metadata, error)` for record `index` once done."""
+        with _registration:
+            if not self._done:
+                self._callbacks.append((index, callback))
+                return
+        self._run_callback(index, callback)
+
+    def _run_callback(self, index: int, callback: DeliveryCallback) -> None:
+        if self.error is None:
+            callback(self.metadata(index), None)
+        else:
+            callback(None, self.error)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class DeliveryHandle:
+    """The outcome of one send(): wait for it, poll it, await it or attach a callback."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: ProducerBatch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        """True once the record was acknowledged or failed."""
+        return self._batch.done()
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Block until delivered and return its metadata; raise its error or TimeoutError."""
+        if not self._batch.wait(timeout):
+            raise TimeoutError(f"record not delivered within {timeout}s")
+        if self._batch.error is not None:
+            raise self._batch.error
+        return self._batch.metadata(self._index)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Block until done; the delivery error or None."""
+        if not self._batch.wait(timeout):
+            raise TimeoutError(f"record not delivered within {timeout}s")
+        return self._batch.error
+
+    def add_done_callback(self, callback: DeliveryCallback) -> None:
+        """Call `callback(metadata, error)` once done (on the producer's loop thread)."""
+        self._batch.add_callback(self._index, callback)
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        yield from self._batch.future().__await__()
+        if self._batch.error is not None:
+            raise self._batch.error
+        return self._batch.metadata(self._index)
