@@ -99,6 +99,41 @@ class BrokerServiceStub:
                 request_serializer=comet_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
                 response_deserializer=comet_dot_v1_dot_broker__pb2.ListOffsetsResponse.FromString,
                 _registered_method=True)
+        self.JoinGroup = channel.unary_unary(
+                '/comet.v1.BrokerService/JoinGroup',
+                request_serializer=comet_dot_v1_dot_broker__pb2.JoinGroupRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.JoinGroupResponse.FromString,
+                _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/comet.v1.BrokerService/Heartbeat',
+                request_serializer=comet_dot_v1_dot_broker__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.LeaveGroup = channel.unary_unary(
+                '/comet.v1.BrokerService/LeaveGroup',
+                request_serializer=comet_dot_v1_dot_broker__pb2.LeaveGroupRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.LeaveGroupResponse.FromString,
+                _registered_method=True)
+        self.CommitOffsets = channel.unary_unary(
+                '/comet.v1.BrokerService/CommitOffsets',
+                request_serializer=comet_dot_v1_dot_broker__pb2.CommitOffsetsRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.CommitOffsetsResponse.FromString,
+                _registered_method=True)
+        self.FetchOffsets = channel.unary_unary(
+                '/comet.v1.BrokerService/FetchOffsets',
+                request_serializer=comet_dot_v1_dot_broker__pb2.FetchOffsetsRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.FetchOffsetsResponse.FromString,
+                _registered_method=True)
+        self.DescribeGroup = channel.unary_unary(
+                '/comet.v1.BrokerService/DescribeGroup',
+                request_serializer=comet_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/comet.v1.BrokerService/ListGroups',
+                request_serializer=comet_dot_v1_dot_broker__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
         self.DescribeTopic = channel.unary_unary(
                 '/comet.v1.BrokerService/DescribeTopic',
                 request_serializer=comet_dot_v1_dot_broker__pb2.DescribeTopicRequest.SerializeToString,
@@ -192,6 +227,53 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinGroup(self, request, context):
+        """--- consumer groups -----------------------------------------------------
+        Join (or re-join) a group; answers once the group's rebalance completes,
+        with this member's generation and assignment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Keep membership alive; tells the member when it must re-join.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitOffsets(self, request, context):
+        """Commit offsets; refused with FAILED_PRECONDITION from a stale generation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchOffsets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeTopic(self, request, context):
         """--- admin -------------------------------------------------------------
         """
@@ -266,6 +348,41 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.ListOffsets,
                     request_deserializer=comet_dot_v1_dot_broker__pb2.ListOffsetsRequest.FromString,
                     response_serializer=comet_dot_v1_dot_broker__pb2.ListOffsetsResponse.SerializeToString,
+            ),
+            'JoinGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinGroup,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.JoinGroupRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.JoinGroupResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.HeartbeatRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'LeaveGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveGroup,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.LeaveGroupRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.LeaveGroupResponse.SerializeToString,
+            ),
+            'CommitOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitOffsets,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.CommitOffsetsRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.CommitOffsetsResponse.SerializeToString,
+            ),
+            'FetchOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchOffsets,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.FetchOffsetsRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.FetchOffsetsResponse.SerializeToString,
+            ),
+            'DescribeGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeGroup,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.DescribeGroupRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.DescribeGroupResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.ListGroupsRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.ListGroupsResponse.SerializeToString,
             ),
             'DescribeTopic': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeTopic,
@@ -624,6 +741,195 @@ class BrokerService:
             '/comet.v1.BrokerService/ListOffsets',
             comet_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
             comet_dot_v1_dot_broker__pb2.ListOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/JoinGroup',
+            comet_dot_v1_dot_broker__pb2.JoinGroupRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.JoinGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/Heartbeat',
+            comet_dot_v1_dot_broker__pb2.HeartbeatRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/LeaveGroup',
+            comet_dot_v1_dot_broker__pb2.LeaveGroupRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.LeaveGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/CommitOffsets',
+            comet_dot_v1_dot_broker__pb2.CommitOffsetsRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.CommitOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/FetchOffsets',
+            comet_dot_v1_dot_broker__pb2.FetchOffsetsRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.FetchOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/DescribeGroup',
+            comet_dot_v1_dot_broker__pb2.DescribeGroupRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.DescribeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/ListGroups',
+            comet_dot_v1_dot_broker__pb2.ListGroupsRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.ListGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,
