@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= data
 ADDR ?= :6174
 
-.PHONY: run test lint format proto check-proto bench clean
+.PHONY: run test lint format proto bench example clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,5 +41,9 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/cometctl bench both --spawn-broker --count 1000000 --size 100 --acks 1
 
+## example: a broker, the price producer and two price-alert consumers (Ctrl-C stops all)
+example: $(STAMP)
+	$(BIN)/python examples/run_example.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .example-data

@@ -451,13 +451,18 @@ class MessageStream:
     def __aiter__(self) -> MessageStream:
         return self
 
-    async def __anext__(self) -> Message:
+    def mark_done(self) -> None:
+        """Count the record last returned as handled now (before asking for the next)."""
         consumer = self._consumer
         if self._last is not None:
             consumer.mark_processed(*self._last)
             self._last = None
             if consumer._since_commit >= consumer.config.auto_commit_every:
                 consumer._kick_commit()
+
+    async def __anext__(self) -> Message:
+        consumer = self._consumer
+        self.mark_done()
         while True:
             chunk = self._chunk
             if (

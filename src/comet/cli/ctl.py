@@ -97,9 +97,11 @@ def cli(ctx: click.Context, bootstrap: str, as_json: bool, timeout: float) -> No
 
 def main() -> None:
     """Entry point of the cometctl command."""
-    from comet.cli import bench, cluster_commands, topic_commands
+    from comet.cli import bench, cluster_commands, data_commands, group_commands, topic_commands
 
     topic_commands.register(cli)
+    data_commands.register(cli)
+    group_commands.register(cli)
     cluster_commands.register(cli)
     bench.register(cli)
     cli()
