@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from comet.cluster import (
     TopicExistsError,
     TopicNotFoundError,
     TopicSpec,
+    local,
 )
-from comet.cluster.local import METADATA_FILE, MetadataFileError
+from comet.cluster.local import METADATA_FILE, OFFSETS_FILE, MetadataFileError, OffsetsFileError
 
 ME = BrokerRecord("b1", "127.0.0.1:6174")
 
@@ -97,3 +99,152 @@ async def test_writes_leave_no_temp_file(tmp_path: Path) -> None:
     c = await started(tmp_path)
     await c.create_topic(TopicSpec("t", 1, 1))
     assert sorted(p.name for p in tmp_path.iterdir()) == [METADATA_FILE]
+
+
+# --- committed group offsets -------------------------------------------------
+
+
+async def test_offsets_survive_a_restart(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("orders", 3, 1))
+    await c.commit_offsets("g1", {("orders", 0): 5, ("orders", 2): 9})
+    await c.commit_offsets("g1", {("orders", 0): 7})
+    await c.commit_offsets("g2", {("orders", 1): 1})
+    await c.close()
+
+    again = await started(tmp_path)
+    assert await again.fetch_offsets("g1") == {("orders", 0): 7, ("orders", 2): 9}
+    assert await again.fetch_offsets("g2") == {("orders", 1): 1}
+    assert await again.fetch_offsets("nobody") == {}
+    assert await again.list_groups() == ["g1", "g2"]
+
+
+async def test_fetched_offsets_are_the_callers_copy(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 1, 1))
+    await c.commit_offsets("g", {("t", 0): 1})
+    mine = await c.fetch_offsets("g")
+    mine[("t", 0)] = 99
+    assert await c.fetch_offsets("g") == {("t", 0): 1}
+
+
+async def test_commit_to_a_missing_topic_or_partition_stores_nothing(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 2, 1))
+    with pytest.raises(TopicNotFoundError, match="'nope'"):
+        await c.commit_offsets("g", {("t", 0): 1, ("nope", 0): 1})
+    with pytest.raises(TopicNotFoundError, match=r"0\.\.1, not 2"):
+        await c.commit_offsets("g", {("t", 0): 1, ("t", 2): 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        await c.commit_offsets("g", {("t", 0): -1})
+    assert await c.fetch_offsets("g") == {}
+    assert await c.list_groups() == []
+
+
+async def test_deleting_a_topic_drops_its_offsets(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("gone", 2, 1))
+    await c.create_topic(TopicSpec("kept", 1, 1))
+    await c.commit_offsets("g", {("gone", 0): 3, ("gone", 1): 4, ("kept", 0): 5})
+    await c.commit_offsets("only-gone", {("gone", 0): 1})
+    await c.delete_topic("gone")
+    assert await c.fetch_offsets("g") == {("kept", 0): 5}
+    assert await c.list_groups() == ["g"]
+    await c.create_topic(TopicSpec("gone", 2, 1))
+    await c.close()
+
+    again = await started(tmp_path)
+    assert await again.fetch_offsets("g") == {("kept", 0): 5}
+    assert await again.fetch_offsets("only-gone") == {}
+
+
+async def test_offsets_of_a_topic_deleted_before_a_crash_are_dropped_on_start(
+    tmp_path: Path,
+) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 1, 1))
+    await c.commit_offsets("g", {("t", 0): 3})
+    # as if the broker crashed after rewriting metadata.json but before offsets.json
+    doc = json.loads((tmp_path / OFFSETS_FILE).read_bytes())
+    doc["groups"]["g"]["vanished"] = {"0": 8}
+    doc["groups"]["g"]["t"]["5"] = 8
+    (tmp_path / OFFSETS_FILE).write_text(json.dumps(doc))
+
+    again = await started(tmp_path)
+    assert await again.fetch_offsets("g") == {("t", 0): 3}
+    # and the file was rewritten, so a topic created later under that name starts clean
+    assert json.loads((tmp_path / OFFSETS_FILE).read_bytes())["groups"] == {"g": {"t": {"0": 3}}}
+
+
+async def test_delete_group_offsets(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 1, 1))
+    await c.commit_offsets("g", {("t", 0): 3})
+    await c.delete_group_offsets("g")
+    await c.delete_group_offsets("never-had-any")
+    assert await c.list_groups() == []
+    again = await started(tmp_path)
+    assert await again.fetch_offsets("g") == {}
+
+
+async def test_concurrent_commits_share_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 100, 1))
+    writes: list[bytes] = []
+    real = local.write_file_atomically
+
+    def counting(path: Path, data: bytes) -> None:
+        if path.name == OFFSETS_FILE:
+            writes.append(data)
+        real(path, data)
+
+    monkeypatch.setattr(local, "write_file_atomically", counting)
+    await asyncio.gather(*(c.commit_offsets(f"g{i % 3}", {("t", i): i}) for i in range(100)))
+    assert 1 <= len(writes) <= 2
+    # an unchanged commit does not rewrite the file
+    await c.commit_offsets("g0", {("t", 0): 0})
+    assert len(writes) <= 2
+    again = await started(tmp_path)
+    stored = [await again.fetch_offsets(g) for g in ("g0", "g1", "g2")]
+    assert sum(len(offsets) for offsets in stored) == 100
+
+
+async def test_a_failed_write_fails_its_commits_and_the_next_commit_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 1, 1))
+    real = local.write_file_atomically
+    failures = [OSError(28, "No space left on device")]
+
+    def flaky(path: Path, data: bytes) -> None:
+        if path.name == OFFSETS_FILE and failures:
+            raise failures.pop()
+        real(path, data)
+
+    monkeypatch.setattr(local, "write_file_atomically", flaky)
+    with pytest.raises(OSError, match="No space"):
+        await c.commit_offsets("g", {("t", 0): 1})
+    await c.commit_offsets("g", {("t", 0): 2})
+    again = await started(tmp_path)
+    assert await again.fetch_offsets("g") == {("t", 0): 2}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"[]",
+        json.dumps({"format": 2, "groups": {}}).encode(),
+        json.dumps({"format": 1, "groups": {"g": {"t": {"zero": 1}}}}).encode(),
+        json.dumps({"format": 1, "groups": {"g": {"t": {"0": -4}}}}).encode(),
+        json.dumps({"format": 1, "groups": {"g": {"t": {"0": "4"}}}}).encode(),
+    ],
+)
+async def test_a_damaged_offsets_file_is_named_not_guessed(tmp_path: Path, content: bytes) -> None:
+    await (await started(tmp_path)).close()
+    (tmp_path / OFFSETS_FILE).write_bytes(content)
+    with pytest.raises(OffsetsFileError, match=OFFSETS_FILE):
+        await started(tmp_path)

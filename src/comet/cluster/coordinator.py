@@ -69,6 +69,20 @@ class Coordinator(Protocol):
       TopicNotFoundError when there is no such topic.
     - Listeners added with `add_topic_listener` are awaited after every
       change of the topic set, in this process or (cluster mode) another.
+
+    Committed offsets of consumer groups (the next offset to consume, per
+    group and (topic, partition)):
+    - `commit_offsets` returns only once the offsets are durable (they
+      survive a restart of every broker). It is atomic: when a topic or
+      partition does not exist it raises TopicNotFoundError and stores
+      nothing. Offsets must be >= 0 (ValueError otherwise: a caller bug).
+      When it raises anything else the offsets may or may not be stored.
+    - `fetch_offsets` returns a new dict the caller owns; partitions
+      without a commit are absent.
+    - Deleting a topic drops every offset of it, so a topic created again
+      under the same name starts without committed offsets.
+    - Committing is not fenced here: the group coordinator checks member
+      and generation before it calls `commit_offsets`.
     """
 
     async def start(self, broker: BrokerRecord) -> None:
@@ -109,4 +123,20 @@ class Coordinator(Protocol):
 
     def add_topic_listener(self, listener: TopicListener) -> None:
         """Call `listener` after every change of the topic set."""
+        ...
+
+    async def commit_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Store `offsets` of `group` durably, replacing earlier ones of the same partitions."""
+        ...
+
+    async def fetch_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """Every committed offset of `group`, keyed by (topic, partition); empty if none."""
+        ...
+
+    async def list_groups(self) -> list[str]:
+        """Groups that have at least one committed offset, sorted."""
+        ...
+
+    async def delete_group_offsets(self, group: str) -> None:
+        """Forget every committed offset of `group` (durably); no error if it has none."""
         ...

@@ -1,15 +1,26 @@
-"""LocalCoordinator: cluster metadata for single-broker mode, kept in one file.
+"""LocalCoordinator: cluster metadata for single-broker mode, kept in two files.
 
 File format: `{meta_dir}/metadata.json`, a JSON object::
 
     {"format": 1, "cluster_id": "...", "topics": {"name": {"partitions": 3,
      "replication_factor": 1, "config": {"retention.ms": "..."}}}}
 
+Committed offsets of consumer groups live beside it in
+`{meta_dir}/offsets.json` (absent until the first commit)::
+
+    {"format": 1, "groups": {"group": {"topic": {"0": 42, "1": 7}}}}
+
+Each value is the next offset the group consumes in that partition (>= 0).
+Offsets change far more often than topics, so they have their own file and
+their own writer (see LocalOffsetStore): commits are kept in memory and made
+durable by one atomic rewrite shared by every commit that arrived meanwhile.
+
 Writes are atomic: the new content goes to a temp file that is fsynced, then
 renamed over the old one, then the directory is fsynced. A crash leaves either
 the old or the new file, never a mix. A file that does not parse or does not
 match the format stops the broker with an error naming the file; nothing is
-guessed.
+guessed. Offsets of a topic that no longer exists (a crash between deleting
+the topic and rewriting the offsets) are dropped on start.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +49,16 @@ log = structlog.get_logger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
+OFFSETS_FORMAT_VERSION = 1
+OFFSETS_FILE = "offsets.json"
 
 
 class MetadataFileError(CoordinatorError):
     """The metadata file exists but cannot be read as Comet metadata."""
+
+
+class OffsetsFileError(MetadataFileError):
+    """The offsets file exists but cannot be read as Comet group offsets."""
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
@@ -74,6 +91,7 @@ class LocalCoordinator:
         self._cluster_id = ""
         self._listeners: list[TopicListener] = []
         self._lock = asyncio.Lock()
+        self._offsets = LocalOffsetStore(self._dir / OFFSETS_FILE)
 
     @property
     def cluster_id(self) -> str:
@@ -89,6 +107,7 @@ class LocalCoordinator:
         else:
             self._cluster_id = uuid.uuid4().hex
             await self._save()
+        await self._offsets.load(self._topics)
         log.info("coordinator.local.started", file=str(self._path), topics=len(self._topics))
 
     def _load(self) -> None:
@@ -121,8 +140,9 @@ class LocalCoordinator:
         await asyncio.to_thread(write_file_atomically, self._path, data)
 
     async def close(self) -> None:
-        """Nothing to release: every change is already on disk."""
+        """Wait for an offsets write in flight; everything else is already on disk."""
         self._listeners.clear()
+        await self._offsets.close()
 
     async def list_brokers(self) -> list[BrokerRecord]:
         """The one broker of single-broker mode."""
@@ -157,6 +177,12 @@ class LocalCoordinator:
             except BaseException:
                 self._topics[name] = spec
                 raise
+        try:
+            await self._offsets.drop_topic(name)
+        except OSError as exc:
+            # The topic is gone either way; its offsets are dropped in memory
+            # now and from the file on the next write or the next start.
+            log.error("offsets.write_failed", file=str(self._offsets.path), error=str(exc))
         await self._notify()
 
     async def list_topics(self) -> list[TopicSpec]:
@@ -178,6 +204,32 @@ class LocalCoordinator:
         """Call `listener` after every change of the topic set."""
         self._listeners.append(listener)
 
+    async def commit_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Store offsets of `group`; durable (fsynced) before it returns."""
+        for (topic, partition), offset in offsets.items():
+            spec = self._topics.get(topic)
+            if spec is None:
+                raise TopicNotFoundError(f"topic {topic!r} does not exist")
+            if not 0 <= partition < spec.partitions:
+                raise TopicNotFoundError(
+                    f"topic {topic!r} has partitions 0..{spec.partitions - 1}, not {partition}"
+                )
+            if offset < 0:
+                raise ValueError(f"offset of {topic}/{partition} must be >= 0, got {offset}")
+        await self._offsets.commit(group, offsets)
+
+    async def fetch_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """Every committed offset of `group`."""
+        return self._offsets.fetch(group)
+
+    async def list_groups(self) -> list[str]:
+        """Groups with at least one committed offset, sorted."""
+        return self._offsets.groups()
+
+    async def delete_group_offsets(self, group: str) -> None:
+        """Forget the offsets of `group`, durably."""
+        await self._offsets.delete_group(group)
+
     def _states(self, spec: TopicSpec) -> list[PartitionState]:
         assert self._broker is not None, "start() first"
         me = (self._broker.id,)
@@ -188,6 +240,171 @@ class LocalCoordinator:
     async def _notify(self) -> None:
         for listener in list(self._listeners):
             await listener()
+
+
+class LocalOffsetStore:
+    """Committed group offsets in memory, persisted to one file by group commit.
+
+    Every change bumps `_version`; `_durable` is the version last written.
+    A commit changes memory at once, then waits until `_durable` reaches its
+    version. At most one writer task runs: it snapshots memory, rewrites the
+    file atomically, and repeats while changes arrived during the write, so
+    commits that arrive while a write is in flight share the next one. A
+    commit that changes nothing still waits for the write in flight, which
+    may be the one that carries its values.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offsets: dict[str, dict[tuple[str, int], int]] = {}
+        self._version = 0
+        self._durable = 0
+        self._writer: asyncio.Task[None] | None = None
+
+    async def load(self, topics: Mapping[str, TopicSpec]) -> None:
+        """Read the file if it exists, dropping offsets of topics or partitions that are gone."""
+        if not self.path.exists():
+            return
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise OffsetsFileError(f"cannot read offsets file {self.path}: {exc}") from exc
+        try:
+            loaded = _parse_offsets(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OffsetsFileError(
+                f"offsets file {self.path} is not valid Comet group offsets: {exc}"
+            ) from exc
+        stale = 0
+        for group, offsets in loaded.items():
+            kept = {
+                (t, p): o
+                for (t, p), o in offsets.items()
+                if t in topics and p < topics[t].partitions
+            }
+            stale += len(offsets) - len(kept)
+            if kept:
+                self._offsets[group] = kept
+        if stale:
+            log.warning("offsets.dropped_stale", file=str(self.path), count=stale)
+            await self._changed()
+
+    def fetch(self, group: str) -> dict[tuple[str, int], int]:
+        """A copy of the offsets of `group`."""
+        return dict(self._offsets.get(group, {}))
+
+    def groups(self) -> list[str]:
+        """Groups with offsets, sorted."""
+        return sorted(self._offsets)
+
+    async def commit(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Apply `offsets` to memory and wait until a write covers them."""
+        current = self._offsets.get(group, {})
+        if all(current.get(tp) == o for tp, o in offsets.items()):
+            await self._durable_at(self._version)
+            return
+        self._offsets.setdefault(group, {}).update(offsets)
+        await self._changed()
+
+    async def delete_group(self, group: str) -> None:
+        """Forget `group` and wait until the file no longer holds it."""
+        if self._offsets.pop(group, None) is not None:
+            await self._changed()
+
+    async def drop_topic(self, topic: str) -> None:
+        """Forget every offset of `topic` and wait until the file no longer holds them."""
+        if self._forget(tp for tp in self._all_partitions() if tp[0] == topic):
+            await self._changed()
+
+    async def close(self) -> None:
+        """Wait for the write in flight, if any."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            try:
+                await writer
+            except OSError as exc:
+                log.error("offsets.write_failed", file=str(self.path), error=str(exc))
+
+    def _all_partitions(self) -> set[tuple[str, int]]:
+        return {tp for offsets in self._offsets.values() for tp in offsets}
+
+    def _forget(self, partitions: Iterable[tuple[str, int]]) -> bool:
+        doomed = set(partitions)
+        for group in list(self._offsets):
+            offsets = self._offsets[group]
+            for tp in doomed & offsets.keys():
+                del offsets[tp]
+            if not offsets:
+                del self._offsets[group]
+        return bool(doomed)
+
+    async def _changed(self) -> None:
+        self._version += 1
+        await self._durable_at(self._version)
+
+    async def _durable_at(self, version: int) -> None:
+        while self._durable < version:
+            writer = self._writer
+            if writer is None or writer.done():
+                writer = self._writer = asyncio.create_task(self._write(), name="offsets-write")
+                # a failed write whose waiters were all cancelled must not be reported as
+                # "exception never retrieved": the next commit starts a new writer anyway
+                writer.add_done_callback(_consume_exception)
+            await asyncio.shield(writer)
+
+    async def _write(self) -> None:
+        while self._durable < self._version:
+            version = self._version
+            doc = {"format": OFFSETS_FORMAT_VERSION, "groups": _offsets_document(self._offsets)}
+            data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+            await asyncio.to_thread(write_file_atomically, self.path, data)
+            self._durable = version
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _offsets_document(
+    offsets: Mapping[str, Mapping[tuple[str, int], int]],
+) -> dict[str, dict[str, dict[str, int]]]:
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for group, by_partition in offsets.items():
+        topics: dict[str, dict[str, int]] = {}
+        for (topic, partition), offset in by_partition.items():
+            topics.setdefault(topic, {})[str(partition)] = offset
+        out[group] = topics
+    return out
+
+
+def _parse_offsets(doc: Any) -> dict[str, dict[tuple[str, int], int]]:
+    if not isinstance(doc, dict):
+        raise TypeError("top level must be an object")
+    if doc.get("format") != OFFSETS_FORMAT_VERSION:
+        raise ValueError(f"format must be {OFFSETS_FORMAT_VERSION}, found {doc.get('format')!r}")
+    groups = doc["groups"]
+    if not isinstance(groups, dict):
+        raise TypeError("'groups' must be an object")
+    out: dict[str, dict[tuple[str, int], int]] = {}
+    for group, topics in groups.items():
+        if not isinstance(topics, dict):
+            raise TypeError(f"group {group!r} must map topics to objects")
+        offsets: dict[tuple[str, int], int] = {}
+        for topic, partitions in topics.items():
+            if not isinstance(partitions, dict):
+                raise TypeError(f"group {group!r}, topic {topic!r} must map partitions to offsets")
+            for key, offset in partitions.items():
+                if not (key.isdigit() and key.isascii()):
+                    raise ValueError(f"group {group!r}, topic {topic!r}: bad partition {key!r}")
+                if not (isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0):
+                    raise ValueError(
+                        f"group {group!r}, {topic}/{key}: offset must be an integer >= 0, "
+                        f"found {offset!r}"
+                    )
+                offsets[(topic, int(key))] = offset
+        out[group] = offsets
+    return out
 
 
 def _parse_document(doc: Any) -> dict[str, TopicSpec]:
