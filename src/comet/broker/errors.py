@@ -61,6 +61,33 @@ class StorageFullError(BrokerError):
     status = "RESOURCE_EXHAUSTED"
 
 
+# --- consumer groups: the member must join again ---------------------------
+
+
+class GroupNotFoundError(BrokerError):
+    """The group has no members and no committed offsets."""
+
+    status = "NOT_FOUND"
+
+
+class UnknownMemberError(BrokerError):
+    """The member id is not (or no longer) in the group; join again with an empty member_id."""
+
+    status = "NOT_FOUND"
+
+
+class StaleGenerationError(BrokerError):
+    """A call from an older generation than the group's; join again with the same member_id."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class GroupNotEmptyError(BrokerError):
+    """A commit without a member id (a tool's) for a group that has live members."""
+
+    status = "FAILED_PRECONDITION"
+
+
 # --- the broker cannot serve it now: retry, maybe elsewhere ---------------
 
 

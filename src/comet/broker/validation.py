@@ -25,6 +25,17 @@ def validate_topic_name(name: str, field: str = "name") -> None:
         raise InvalidRequestError(f"{field}: topic name must not be '.' or '..'")
 
 
+def validate_group_name(name: str, field: str = "group") -> None:
+    """Raise InvalidRequestError unless `name` is a legal group name (the topic name rules)."""
+    if not name:
+        raise InvalidRequestError(f"{field}: group name must not be empty")
+    if not TOPIC_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise InvalidRequestError(
+            f"{field}: group name {name[:300]!r} must be 1-249 characters of [A-Za-z0-9._-], "
+            "not '.' or '..'"
+        )
+
+
 def validate_partitions(partitions: int, field: str = "partitions") -> None:
     """Raise InvalidRequestError unless 1 <= partitions <= MAX_PARTITIONS."""
     if not 1 <= partitions <= MAX_PARTITIONS:
