@@ -25,6 +25,7 @@ from comet.broker.errors import (
     TopicAlreadyExistsError,
     TopicNotFoundError,
 )
+from comet.broker.group_coordinator import GroupCoordinator
 from comet.broker.log_manager import LogManager
 from comet.broker.partition import ACKS_LEADER, Partition
 from comet.broker.validation import (
@@ -68,6 +69,7 @@ class Broker:
         self.coordinator = coordinator
         self.logs = LogManager(config.data_dir, config.log_defaults)
         self.me = BrokerRecord(config.broker_id, config.advertised)
+        self.groups = GroupCoordinator(coordinator, self, coordinator_id=config.broker_id)
         self._partitions: dict[tuple[str, int], Partition] = {}
         self._topics: dict[str, TopicSpec] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
@@ -84,6 +86,8 @@ class Broker:
             await self.coordinator.start(self.me)
             self.coordinator.add_topic_listener(self._converge)
             await self._converge()
+            # after _converge, so its topic listener runs after the logs are opened
+            await self.groups.start()
         except BaseException:
             self.logs.unlock()
             raise
@@ -102,6 +106,7 @@ class Broker:
     async def stop(self) -> None:
         """Stop background work, release long-polls, fsync and close every log."""
         self._running = False
+        await self.groups.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -117,8 +122,9 @@ class Broker:
         log.info("broker.stopped", broker_id=self.me.id)
 
     def release_fetchers(self) -> None:
-        """Answer every pending long-poll fetch now (the first step of a shutdown)."""
+        """Answer every pending long-poll fetch and JoinGroup now (the first step of a shutdown)."""
         self._running = False
+        self.groups.release_waiters()
         for partition in self._partitions.values():
             partition.close_waiters()
 
@@ -380,20 +386,31 @@ class Broker:
         if max_records < 0:
             raise InvalidRequestError(f"max_records: must be >= 0, got {max_records}")
         limit = min(max_records or DEFAULT_CONSUME_RECORDS, MAX_CONSUME_RECORDS)
+        return self.read_records(topic, partition, offset, limit)
+
+    def read_records(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Record]:
+        """Up to max_records decoded records of a hosted partition from `offset`, below the HW."""
         target = self.partition(topic, partition)
         out: list[Record] = []
         position = offset
-        while len(out) < limit and position < target.high_watermark:
+        while len(out) < max_records and position < target.high_watermark:
             result = target.read(position, DEFAULT_FETCH_MAX_BYTES)
             before = len(out)
             for record in decode_batches(result.records, position):
                 out.append(record)
-                if len(out) == limit:
+                if len(out) == max_records:
                     break
             if len(out) == before:
                 break
             position = out[-1].offset + 1
         return out
+
+    def log_range(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of a hosted partition."""
+        target = self.partition(topic, partition)
+        return target.log.log_start_offset, target.high_watermark
 
     def _check_running(self) -> None:
         if not self._running:

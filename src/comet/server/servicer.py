@@ -7,7 +7,7 @@ logged and answered INTERNAL, so no request can take the broker down.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -245,22 +245,165 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     @handles_errors
     async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> pb.SubscribeResponse:
-        """Consumer groups arrive with the consumer-group work."""
-        raise UnimplementedError("Subscribe: consumer groups are not available in this version")
+        """Original Subscribe: join `group` as a new member consuming `topic`."""
+        joined = await self.broker.groups.subscribe(request.topic, request.group)
+        return pb.SubscribeResponse(
+            member_id=joined.member_id,
+            partitions=joined.by_topic().get(request.topic, []),
+            generation=joined.generation,
+        )
 
     @handles_errors
     async def Poll(self, request: pb.PollRequest, context: Any) -> pb.PollResponse:
-        """Consumer groups arrive with the consumer-group work."""
-        raise UnimplementedError("Poll: consumer groups are not available in this version")
+        """Original Poll: heartbeat, then records from the committed offsets (committed after)."""
+        polled = await self.broker.groups.poll(
+            request.topic, request.group, request.member_id, request.max_records
+        )
+        return pb.PollResponse(
+            messages=[
+                pb.Message(
+                    offset=r.record.offset,
+                    key=r.record.key or b"",
+                    value=r.record.value or b"",
+                    timestamp=r.record.timestamp_ms * NS_PER_MS,
+                    partition=r.partition,
+                    topic=r.topic,
+                )
+                for r in polled.records
+            ],
+            rebalance=polled.rebalance,
+            generation=polled.generation,
+        )
 
     @handles_errors
     async def Unsubscribe(
         self, request: pb.UnsubscribeRequest, context: Any
     ) -> pb.UnsubscribeResponse:
-        """Consumer groups arrive with the consumer-group work."""
-        raise UnimplementedError("Unsubscribe: consumer groups are not available in this version")
+        """Original Unsubscribe: the member leaves its group."""
+        await self.broker.groups.unsubscribe(request.topic, request.group, request.member_id)
+        return pb.UnsubscribeResponse(success=True)
+
+    # --- consumer groups -------------------------------------------------------
+
+    @handles_errors
+    async def JoinGroup(self, request: pb.JoinGroupRequest, context: Any) -> pb.JoinGroupResponse:
+        """Join or re-join a group; answers when its rebalance completes."""
+        joined = await self.broker.groups.join(
+            request.group,
+            request.member_id,
+            list(request.topics),
+            request.session_timeout_ms,
+            request.client_id,
+            request.rebalance_timeout_ms,
+        )
+        return pb.JoinGroupResponse(
+            member_id=joined.member_id,
+            generation=joined.generation,
+            assignment=[
+                pb.TopicPartitions(topic=t, partitions=ps) for t, ps in joined.by_topic().items()
+            ],
+            session_timeout_ms=joined.session_timeout_ms,
+        )
+
+    @handles_errors
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
+        """Keep a membership alive; rebalance=true means re-join."""
+        beat = self.broker.groups.heartbeat(request.group, request.member_id, request.generation)
+        return pb.HeartbeatResponse(rebalance=beat.rebalance, generation=beat.generation)
+
+    @handles_errors
+    async def LeaveGroup(
+        self, request: pb.LeaveGroupRequest, context: Any
+    ) -> pb.LeaveGroupResponse:
+        """Leave a group now."""
+        self.broker.groups.leave(request.group, request.member_id)
+        return pb.LeaveGroupResponse()
+
+    @handles_errors
+    async def CommitOffsets(
+        self, request: pb.CommitOffsetsRequest, context: Any
+    ) -> pb.CommitOffsetsResponse:
+        """Commit offsets, fenced by member and generation."""
+        await self.broker.groups.commit_offsets(
+            request.group,
+            request.member_id,
+            request.generation,
+            {(o.topic, o.partition): o.offset for o in request.offsets},
+        )
+        return pb.CommitOffsetsResponse()
+
+    @handles_errors
+    async def FetchOffsets(
+        self, request: pb.FetchOffsetsRequest, context: Any
+    ) -> pb.FetchOffsetsResponse:
+        """Committed offsets (-1 = none) of some partitions, or all committed ones."""
+        wanted: dict[str, list[int]] = {}
+        for tp in request.partitions:
+            wanted.setdefault(tp.topic, []).extend(tp.partitions)
+        offsets = await self.broker.groups.fetch_offsets(request.group, wanted)
+        return pb.FetchOffsetsResponse(
+            offsets=[
+                pb.PartitionOffset(topic=t, partition=p, offset=o)
+                for (t, p), o in sorted(offsets.items())
+            ]
+        )
+
+    @handles_errors
+    async def DescribeGroup(
+        self, request: pb.DescribeGroupRequest, context: Any
+    ) -> pb.DescribeGroupResponse:
+        """State, generation, members with assignment, and lag per partition."""
+        d = await self.broker.groups.describe(request.group)
+        return pb.DescribeGroupResponse(
+            group=d.group,
+            state=d.state.value,
+            generation=d.generation,
+            members=[
+                pb.GroupMember(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    topics=m.topics,
+                    assignment=_topic_partitions(m.assignment),
+                )
+                for m in d.members
+            ],
+            offsets=[
+                pb.PartitionLag(
+                    topic=o.topic,
+                    partition=o.partition,
+                    committed=o.committed,
+                    log_end_offset=o.log_end_offset,
+                    lag=o.lag,
+                )
+                for o in d.offsets
+            ],
+            coordinator_id=self.broker.groups.coordinator_id,
+        )
+
+    @handles_errors
+    async def ListGroups(
+        self, request: pb.ListGroupsRequest, context: Any
+    ) -> pb.ListGroupsResponse:
+        """Groups with members or committed offsets."""
+        groups = await self.broker.groups.list_groups()
+        return pb.ListGroupsResponse(
+            groups=[
+                pb.GroupSummary(
+                    group=g.group, state=g.state.value, generation=g.generation, members=g.members
+                )
+                for g in groups
+            ]
+        )
 
     @handles_errors
     async def Replicate(self, request: pb.ReplicateRequest, context: Any) -> pb.ReplicateResponse:
         """Replication arrives with cluster mode."""
         raise UnimplementedError("Replicate: replication is not available in single-broker mode")
+
+
+def _topic_partitions(assignment: Iterable[tuple[str, int]]) -> list[pb.TopicPartitions]:
+    """(topic, partition) pairs as TopicPartitions, topics and partitions sorted."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(assignment):
+        by_topic.setdefault(topic, []).append(partition)
+    return [pb.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]
