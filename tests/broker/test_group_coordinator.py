@@ -549,3 +549,34 @@ async def test_stop_answers_pending_joins_unavailable(env: Env) -> None:
         await env.groups.join("g", "", ["t"])
     with pytest.raises(BrokerUnavailableError):
         env.groups.heartbeat("g", a.member_id, 2)
+
+
+async def test_the_background_task_runs_the_expiry_pass(tmp_path: Path) -> None:
+    coordinator = LocalCoordinator(tmp_path)
+    await coordinator.start(ME)
+    clock = Clock()
+    groups = GroupCoordinator(coordinator, MemoryLogs(), now=clock, check_interval_s=0.01)
+    await groups.start()
+    try:
+        a = await groups.join("g", "", ["t"], session_timeout_ms=1000)
+        clock.advance(1.5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while [s.members for s in await groups.list_groups()] == [1]:
+            assert loop.time() < deadline, "the expiry task never removed the member"
+            await asyncio.sleep(0.01)
+        with pytest.raises(UnknownMemberError):
+            groups.heartbeat("g", a.member_id, 1)
+    finally:
+        await groups.stop()
+        await coordinator.close()
+
+
+async def test_concurrent_joins_of_one_member_share_the_answer(env: Env) -> None:
+    a, b = await stable_pair(env)
+    joining_c = await pending_join(env, "", ["t"])
+    first = await pending_join(env, a.member_id, ["t"])
+    second = await pending_join(env, a.member_id, ["t"])
+    b2 = await env.groups.join("g", b.member_id, ["t"])
+    assert await first == await second
+    assert (await first).generation == b2.generation == (await joining_c).generation == 3
