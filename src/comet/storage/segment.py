@@ -1,0 +1,505 @@
+"""One segment of a partition log: a .log file of batches with its two sparse indexes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from comet.records import BatchHeader
+from comet.storage.batch_scan import StoredBatch, valid_prefix
+from comet.storage.errors import CorruptRecordError, LogClosedError, LogIOError
+from comet.storage.log_file import LogFile
+from comet.storage.offset_index import OffsetIndex
+from comet.storage.time_index import NO_TIMESTAMP, TimeIndex
+
+log = structlog.get_logger(__name__)
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+LOCATE_CHUNK = 16 * 1024  # a read finds its first batch within about one index interval
+MAX_RELATIVE_OFFSET = (1 << 32) - 1
+
+
+def segment_name(base_offset: int) -> str:
+    """File name stem of the segment starting at `base_offset`."""
+    return f"{base_offset:020d}"
+
+
+class LogSegment:
+    """The batches of one offset range: `{base_offset:020d}.log` plus .index and .timeindex.
+
+    File format of the .log: RecordBatch v2 batches back to back, exactly the
+    bytes the producer framed with base_offset and partition_leader_epoch
+    stamped by the broker (layout in comet.records.batch); no file header, no
+    padding. The first batch starts at the segment's base offset and each
+    next batch at the previous batch's last offset + 1. Each batch carries a
+    CRC-32C over attributes..end; the stamped fields are outside it, so the
+    CRC written by the producer stays valid.
+
+    A sealed (non-active) segment was fdatasynced with its indexes when the
+    next segment was created, so it is complete; opening it loads its indexes
+    and rebuilds them by a header scan if they are inconsistent. The active
+    segment may end in a torn or lost tail after a crash: `load` re-validates
+    it from its last trustworthy index entry with CRCs and cuts the first bad
+    batch and everything after it.
+
+    Thread-safety: one writer thread calls append and truncate_to; reads,
+    flush, close and delete may run in other threads. `lock` guards the file
+    descriptors, so an fd is never closed under a running read or write and
+    never reused; fsync runs on a dup'ed fd outside the lock, so a slow fsync
+    never holds up appends and reads.
+    """
+
+    __slots__ = (
+        "_generation",
+        "_next_index_position",
+        "_synced_size",
+        "base_offset",
+        "closed",
+        "file",
+        "first_timestamp",
+        "index_interval_bytes",
+        "lock",
+        "max_timestamp",
+        "next_offset",
+        "offset_index",
+        "time_index",
+    )
+
+    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+        stem = str(directory / segment_name(base_offset))
+        self.base_offset = base_offset
+        self.file = LogFile(stem + LOG_SUFFIX)
+        self.offset_index = OffsetIndex(stem + INDEX_SUFFIX, base_offset)
+        self.time_index = TimeIndex(stem + TIME_INDEX_SUFFIX, base_offset)
+        self.index_interval_bytes = index_interval_bytes
+        self.lock = threading.Lock()
+        self.closed = False
+        self.next_offset = base_offset
+        self.max_timestamp = NO_TIMESTAMP
+        self.first_timestamp: int | None = None  # max_timestamp of the first batch, for rolls
+        self._synced_size = 0
+        self._generation = 0  # bumped by truncation, so an older flush cannot claim newer bytes
+        self._next_index_position = index_interval_bytes
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, index_interval_bytes: int) -> LogSegment:
+        """Create a new, empty segment (files are truncated if they exist)."""
+        segment = cls(directory, base_offset, index_interval_bytes)
+        try:
+            segment.file.open(create=True)
+            segment.offset_index.open(truncate=True)
+            segment.time_index.open(truncate=True)
+        except BaseException:
+            segment._close_files()
+            raise
+        return segment
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        base_offset: int,
+        index_interval_bytes: int,
+        *,
+        next_base_offset: int | None,
+    ) -> LogSegment:
+        """Open an existing segment; `next_base_offset` is None for the active (last) one."""
+        segment = cls(directory, base_offset, index_interval_bytes)
+        try:
+            segment.file.open(create=False)
+            if next_base_offset is None:
+                segment._recover_active()
+            else:
+                segment._load_sealed(next_base_offset)
+        except BaseException:
+            segment._close_files()
+            raise
+        return segment
+
+    @staticmethod
+    def remove_files(directory: Path, base_offset: int) -> None:
+        """Remove whatever files of the segment at `base_offset` exist (it is not open)."""
+        stem = str(directory / segment_name(base_offset))
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stem + suffix)
+
+    @property
+    def path(self) -> str:
+        """Path of the .log file."""
+        return self.file.path
+
+    @property
+    def size(self) -> int:
+        """Bytes in the .log file."""
+        return self.file.size
+
+    def _load_sealed(self, next_base_offset: int) -> None:
+        """Load the indexes of a complete segment; rebuild them if they are not consistent.
+
+        Beyond each file's own checks, the batches after the last offset
+        index entry (one pread or two) must not include one that should have
+        been indexed, and none may be newer than the time index's last entry,
+        which sealing made the segment's largest timestamp.
+        """
+        problem = self._missing_index_problem()
+        if problem is None:
+            problem = self.offset_index.load(self.offset_index.open(), self.size)
+        if problem is None:
+            problem = self._last_entry_problem()
+        if problem is None:
+            max_rel = max(next_base_offset - 1 - self.base_offset, 0)
+            problem = self.time_index.load(self.time_index.open(), max_rel)
+        if problem is not None:
+            self._rebuild_indexes(problem)
+            return
+        last = self.offset_index.last()
+        rel, start = last if last is not None else (0, 0)
+        self._next_index_position = (
+            start + max(self.index_interval_bytes, 1) if last else self.index_interval_bytes
+        )
+        scanner = self.file.scanner(start, self.base_offset + rel, verify_crc=False)
+        max_ts = self.time_index.last_timestamp
+        for batch in scanner:
+            if batch.position >= self._next_index_position:
+                problem = f"no index entry for the batch at {batch.position}"
+            elif batch.max_timestamp > max_ts:
+                problem = f"batch at {batch.position} is newer than the time index's last entry"
+            if problem is not None:
+                self._rebuild_indexes(problem)
+                return
+        if scanner.problem is not None:
+            log.warning(
+                "segment.corrupt_tail",
+                file=self.path,
+                position=scanner.position,
+                reason=scanner.problem,
+            )
+        self.max_timestamp = max_ts
+        self.next_offset = scanner.next_offset
+        self._synced_size = self.size
+        self.first_timestamp = self._first_batch_timestamp()
+
+    def _missing_index_problem(self) -> str | None:
+        for index in (self.offset_index, self.time_index):
+            if not os.path.exists(index.path):
+                return f"{index.path} is missing"
+        return None
+
+    def _last_entry_problem(self) -> str | None:
+        """Why the last offset index entry does not point at its batch, or None."""
+        last = self.offset_index.last()
+        if last is None:
+            return None
+        rel, pos = last
+        header = self.file.header_at(pos)
+        if header is None or header.base_offset != self.base_offset + rel:
+            found = "no batch header" if header is None else f"base_offset {header.base_offset}"
+            return f"last entry expects offset {self.base_offset + rel} at {pos}, found {found}"
+        return None
+
+    def _rebuild_indexes(self, reason: str) -> None:
+        """Recompute both indexes of a sealed segment from its batch headers."""
+        self.offset_index.truncate(0)
+        self.time_index.truncate(0)
+        self._next_index_position = self.index_interval_bytes
+        max_ts = NO_TIMESTAMP
+        scanner = self.file.scanner(0, self.base_offset, verify_crc=False)
+        for batch in scanner:
+            max_ts = max(max_ts, batch.max_timestamp)
+            self._maybe_index(batch.position, batch.base_offset, max_ts)
+        self._seal_time_index(max_ts, scanner.next_offset)
+        self.offset_index.rewrite()
+        self.time_index.rewrite()
+        self.max_timestamp = max_ts
+        self.next_offset = scanner.next_offset
+        self._synced_size = self.size
+        self.first_timestamp = self._first_batch_timestamp()
+        log.warning(
+            "segment.index_rebuilt",
+            file=self.path,
+            reason=reason,
+            entries=len(self.offset_index),
+            scanned_bytes=scanner.position,
+        )
+        if scanner.problem is not None:
+            log.warning(
+                "segment.corrupt_tail",
+                file=self.path,
+                position=scanner.position,
+                reason=scanner.problem,
+            )
+
+    def _recover_active(self) -> None:
+        """Validate the active segment from its last trustworthy index entry; cut a bad tail."""
+        self.offset_index.load(self.offset_index.open(), self.size)
+        while self._last_entry_problem() is not None:
+            self.offset_index.truncate(len(self.offset_index) - 1)
+        last = self.offset_index.last()
+        rel, start = last if last is not None else (0, 0)
+        self.time_index.load(self.time_index.open(), MAX_RELATIVE_OFFSET)
+        kept = self.time_index.count_at_or_below(rel) if last is not None else 0
+        self.time_index.truncate(kept)
+        self._next_index_position = (
+            start + max(self.index_interval_bytes, 1) if last else self.index_interval_bytes
+        )
+        max_ts = self.time_index.last_timestamp
+        scanner = self.file.scanner(start, self.base_offset + rel, verify_crc=True)
+        for batch in scanner:
+            max_ts = max(max_ts, batch.max_timestamp)
+            self._maybe_index(batch.position, batch.base_offset, max_ts)
+        if scanner.problem is not None:
+            dropped = self.size - scanner.position
+            self.file.truncate(scanner.position, durable=False)
+            log.warning(
+                "segment.truncated",
+                file=self.path,
+                valid_bytes=scanner.position,
+                dropped_bytes=dropped,
+                reason=scanner.problem,
+            )
+        self.max_timestamp = max_ts
+        self.next_offset = scanner.next_offset
+        self.first_timestamp = self._first_batch_timestamp()
+
+    # --- appending -------------------------------------------------------------------------------
+
+    def append(
+        self, buf: bytes | bytearray | memoryview, headers: Sequence[BatchHeader], first_offset: int
+    ) -> None:
+        """Write stamped batches with offsets from `first_offset` on and index them.
+
+        On a write error the file is cut back to its previous size and
+        LogWriteError is raised (with `rolled_back` False if even that failed).
+        """
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            pos = self.size
+            self.file.append(buf)
+            offset = first_offset
+            max_ts = self.max_timestamp
+            for header in headers:
+                if header.max_timestamp > max_ts:
+                    max_ts = header.max_timestamp
+                if pos >= self._next_index_position:
+                    self._maybe_index(pos, offset, max_ts)
+                pos += header.size
+                offset += header.last_offset_delta + 1
+            if self.first_timestamp is None:
+                self.first_timestamp = headers[0].max_timestamp
+            self.max_timestamp = max_ts
+            self.next_offset = offset
+
+    def _maybe_index(self, position: int, offset: int, max_ts: int) -> None:
+        """Index the batch at `position` if it is far enough from the previous entry."""
+        if position >= self._next_index_position:
+            rel = offset - self.base_offset
+            self.offset_index.append(rel, position)
+            self.time_index.maybe_append(max_ts, rel)
+            self._next_index_position = position + max(self.index_interval_bytes, 1)
+
+    # --- durability ------------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        """Whether some appended bytes or index entries are not yet on disk."""
+        return self.size > self._synced_size or self.offset_index.pending or self.time_index.pending
+
+    def flush(self) -> None:
+        """fdatasync the log, then copy index entries describing synced bytes to their files."""
+        with self.lock:
+            if self.closed:
+                return
+            generation = self._generation
+            size = self.size
+            entries = len(self.offset_index)
+            time_entries = len(self.time_index)
+            fd = self.file.dup()
+        self.file.fdatasync_dup(fd)
+        with self.lock:
+            if self.closed or generation != self._generation:
+                return
+            self._synced_size = max(self._synced_size, size)
+            try:
+                self.offset_index.write_pending(entries)
+                self.time_index.write_pending(time_entries)
+            except LogIOError as exc:
+                # The log bytes are durable; the entries stay pending and the next flush
+                # retries. Until then recovery merely scans from an older entry.
+                log.warning("segment.index_write_failed", file=self.path, error=str(exc))
+
+    def seal(self) -> None:
+        """Make the segment complete on disk before it stops being the active one."""
+        self.flush()
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            self._seal_time_index(self.max_timestamp, self.next_offset)
+            self.offset_index.sync()
+            self.time_index.sync()
+
+    def _seal_time_index(self, max_ts: int, next_offset: int) -> None:
+        if next_offset > self.base_offset:
+            last_batch = self._last_batch_offset(next_offset)
+            self.time_index.maybe_append(max_ts, last_batch - self.base_offset)
+
+    def _last_batch_offset(self, next_offset: int) -> int:
+        last = self.offset_index.last()
+        rel, pos = last if last is not None else (0, 0)
+        base = self.base_offset + rel
+        for batch in self.file.scanner(pos, base, verify_crc=False):
+            if batch.next_offset == next_offset:
+                return batch.base_offset
+        return base
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, max_offset: int) -> tuple[bytes, int, int] | None:
+        """(records, first_offset, next_offset) from the batch containing `offset`.
+
+        None when no batch of this segment holds `offset` or anything after it.
+        """
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            size = self.size
+            first = self._locate(offset, size)
+            if first is None:
+                return None
+            if first.base_offset >= max_offset:
+                return b"", offset, offset
+            pos = first.position
+            upper = self.offset_index.position_of_first_at_or_above(max_offset - self.base_offset)
+            end = size if upper is None else min(upper, size)
+            data = self.file.pread(max(min(max_bytes, end - pos), first.size), pos)
+        length, next_offset, problem = valid_prefix(data, first.base_offset, max_offset)
+        if problem is not None:
+            if length == 0:
+                raise CorruptRecordError(self.path, pos, problem)
+            log.warning(
+                "segment.corrupt_batch", file=self.path, position=pos + length, reason=problem
+            )
+        return (data if length == len(data) else data[:length]), first.base_offset, next_offset
+
+    def _locate(self, offset: int, size: int) -> StoredBatch | None:
+        """The batch containing `offset` (framing checked, no CRC), or None past the end."""
+        rel, pos = self.offset_index.lookup(offset - self.base_offset)
+        scanner = self.file.scanner(
+            pos, self.base_offset + rel, verify_crc=False, end=size, chunk_size=LOCATE_CHUNK
+        )
+        for batch in scanner:
+            if batch.next_offset > offset:
+                return batch
+        if scanner.problem is not None:
+            raise CorruptRecordError(self.path, scanner.position, scanner.problem)
+        return None
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """Base offset of the first batch whose max_timestamp >= `timestamp_ms`, if any."""
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            rel = self.time_index.lookup(timestamp_ms)
+            start_rel, pos = self.offset_index.lookup(rel if rel is not None else 0)
+            scanner = self.file.scanner(pos, self.base_offset + start_rel, verify_crc=False)
+            for batch in scanner:
+                if batch.max_timestamp >= timestamp_ms:
+                    return batch.base_offset
+        return None
+
+    def largest_timestamp(self) -> int:
+        """Newest batch timestamp, or the file's mtime when batches carry no timestamps."""
+        if self.max_timestamp >= 0:
+            return self.max_timestamp
+        mtime = self.file.mtime_ms()
+        return NO_TIMESTAMP if mtime is None else mtime
+
+    # --- truncation, closing ---------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> int:
+        """Drop the batch containing `offset` and every later one, durably; return the new end.
+
+        The returned offset is the base of the first dropped batch (next_offset
+        if nothing was dropped).
+        """
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            located = self._locate(offset, self.size) if offset < self.next_offset else None
+            if located is None:
+                return self.next_offset
+            cut_pos, cut_offset = located.position, located.base_offset
+            cut_rel = cut_offset - self.base_offset
+            self.file.truncate(cut_pos, durable=True)
+            self.offset_index.truncate(self.offset_index.count_below(cut_rel))
+            self.time_index.truncate(self.time_index.count_at_or_below(cut_rel - 1))
+            self.offset_index.sync()
+            self.time_index.sync()
+            self._generation += 1
+            self._synced_size = cut_pos
+            self.next_offset = cut_offset
+            self._recompute_tail_state()
+            return cut_offset
+
+    def _recompute_tail_state(self) -> None:
+        """Running max timestamp and next index position after the end moved back."""
+        last = self.offset_index.last()
+        rel, pos = last if last is not None else (0, 0)
+        self._next_index_position = (
+            pos + max(self.index_interval_bytes, 1) if last else self.index_interval_bytes
+        )
+        max_ts = self.time_index.last_timestamp
+        for batch in self.file.scanner(pos, self.base_offset + rel, verify_crc=False):
+            max_ts = max(max_ts, batch.max_timestamp)
+        self.max_timestamp = max_ts
+        self.first_timestamp = self._first_batch_timestamp()
+
+    def close(self, *, sync_indexes: bool = False) -> None:
+        """Close the files (writing pending index entries first if `sync_indexes`); idempotent."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                if sync_indexes and self.size <= self._synced_size:
+                    self.offset_index.sync()
+                    self.time_index.sync()
+            finally:
+                self._close_files()
+
+    def delete(self) -> None:
+        """Close and remove the segment's files, the log first."""
+        with self.lock:
+            self.closed = True
+            self.file.delete()
+            self.offset_index.delete()
+            self.time_index.delete()
+
+    def _close_files(self) -> None:
+        self.file.close()
+        self.offset_index.close()
+        self.time_index.close()
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _first_batch_timestamp(self) -> int | None:
+        if self.size == 0:
+            return None
+        header = self.file.header_at(0)
+        return header.max_timestamp if header is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"LogSegment({self.path!r}, offsets=[{self.base_offset}, {self.next_offset}), "
+            f"size={self.size})"
+        )
