@@ -449,24 +449,60 @@ def test_delete_topic_then_not_found(orig, topic):
     assert list(orig("Consume", topic=topic, partition=0, offset=0).messages) == []
 
 
-# --- not yet served --------------------------------------------------------
+# --- consumer groups of the original API ----------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("rpc", "fields"),
-    [
-        ("Subscribe", {"topic": "t", "group": "g"}),
-        ("Poll", {"topic": "t", "group": "g", "member_id": "m", "max_records": 10}),
-        ("Unsubscribe", {"topic": "t", "group": "g", "member_id": "m"}),
-        (
-            "Replicate",
-            {"topic": "t", "partition": 0, "records": [{"offset": 0, "value": b"x"}]},
-        ),
-    ],
-)
-def test_unserved_rpcs_unimplemented(orig, rpc, fields):
-    details = orig.fails(grpc.StatusCode.UNIMPLEMENTED, rpc, **fields)
-    assert rpc in details
+def poll_until(orig: OriginalClient, topic: str, group: str, member: str, want: int) -> list:
+    """Poll until `want` messages arrived (a poll may first answer rebalance=true)."""
+    got = []
+    deadline = time.monotonic() + 10
+    while len(got) < want:
+        assert time.monotonic() < deadline, f"only {len(got)} of {want} messages polled"
+        reply = orig("Poll", topic=topic, group=group, member_id=member, max_records=100)
+        got += list(reply.messages)
+    return got
+
+
+def test_subscribe_poll_unsubscribe(orig, topic):
+    create(orig, topic, partitions=2)
+    produce(orig, topic, [(0, b"a", b"0a"), (0, b"", b"0b"), (1, b"", b"1a")])
+    group = f"{topic}-group"
+    sub = orig("Subscribe", topic=topic, group=group)
+    assert sub.member_id
+    assert list(sub.partitions) == [0, 1]
+    assert sub.generation >= 1
+    got = poll_until(orig, topic, group, sub.member_id, 3)
+    assert sorted((m.partition, m.offset, m.key, m.value) for m in got) == [
+        (0, 0, b"a", b"0a"),
+        (0, 1, b"", b"0b"),
+        (1, 0, b"", b"1a"),
+    ]
+    assert all(m.topic == topic and m.timestamp % NS_PER_MS == 0 for m in got)
+    # Poll moved the group's position: nothing is delivered twice
+    again = orig("Poll", topic=topic, group=group, member_id=sub.member_id, max_records=100)
+    assert list(again.messages) == []
+    assert orig("Unsubscribe", topic=topic, group=group, member_id=sub.member_id).success
+    details = orig.fails(
+        grpc.StatusCode.NOT_FOUND, "Poll", topic=topic, group=group, member_id=sub.member_id
+    )
+    assert "member" in details
+    # a new member continues from the group's position
+    produce(orig, topic, [(1, b"", b"1b")])
+    sub2 = orig("Subscribe", topic=topic, group=group)
+    assert sub2.member_id != sub.member_id
+    later = poll_until(orig, topic, group, sub2.member_id, 1)
+    assert [(m.partition, m.offset, m.value) for m in later] == [(1, 1, b"1b")]
+
+
+def test_replicate_unimplemented(orig):
+    details = orig.fails(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "Replicate",
+        topic="t",
+        partition=0,
+        records=[{"offset": 0, "value": b"x"}],
+    )
+    assert "Replicate" in details
 
 
 # --- protoc-generated original stubs, in their own process ---------------------
@@ -495,6 +531,10 @@ def test_generated_original_stubs_work(original_build, broker, topic):
         [1, "", "v2", 1, topic],
     ]
     assert all(row[5] > 0 and row[5] % NS_PER_MS == 0 for row in out["consumed"])
-    assert out["subscribe_code"] == "UNIMPLEMENTED"
+    assert out["subscribed"][:2] == [True, [0, 1]]
+    assert out["subscribed"][2] >= 1
+    assert out["polled"] == [[1, 0, "v1"], [1, 1, "v2"]]
+    assert out["unsubscribed"] is True
+    assert out["replicate_code"] == "UNIMPLEMENTED"
     assert out["delete_success"] is True
     assert out["delete_again_code"] == "NOT_FOUND"

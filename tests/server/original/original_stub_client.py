@@ -17,6 +17,7 @@ import grpc
 
 def main() -> None:
     gen_dir, address, topic = sys.argv[1:4]
+    group = f"{topic}-group"
     sys.path.insert(0, gen_dir)
     import comet_v1_original_pb2 as pb
     import comet_v1_original_pb2_grpc as pb_grpc
@@ -63,8 +64,23 @@ def main() -> None:
             [m.offset, m.key.decode(), m.value.decode(), m.partition, m.topic, m.timestamp]
             for m in consumed.messages
         ]
-        out["subscribe_code"] = code_of(
-            lambda: stub.Subscribe(pb.SubscribeRequest(topic=topic, group="g"), timeout=10)
+        sub = stub.Subscribe(pb.SubscribeRequest(topic=topic, group=group), timeout=10)
+        out["subscribed"] = [bool(sub.member_id), list(sub.partitions), sub.generation]
+        polled = []
+        for _ in range(50):  # a poll may first answer rebalance=true with no records
+            reply = stub.Poll(
+                pb.PollRequest(topic=topic, group=group, member_id=sub.member_id, max_records=10),
+                timeout=10,
+            )
+            polled += [[m.partition, m.offset, m.value.decode()] for m in reply.messages]
+            if len(polled) >= 2:
+                break
+        out["polled"] = polled
+        out["unsubscribed"] = stub.Unsubscribe(
+            pb.UnsubscribeRequest(topic=topic, group=group, member_id=sub.member_id), timeout=10
+        ).success
+        out["replicate_code"] = code_of(
+            lambda: stub.Replicate(pb.ReplicateRequest(topic=topic, partition=0), timeout=10)
         )
         out["delete_success"] = stub.DeleteTopic(
             pb.DeleteTopicRequest(name=topic), timeout=10
