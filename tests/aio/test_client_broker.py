@@ -32,7 +32,12 @@ from comet.records import (
 from comet.v1 import broker_pb2 as pb
 
 MAX_REQUEST_BYTES = 256 * 1024
-BROKER_ARGS = ["--max-request-bytes", str(MAX_REQUEST_BYTES)]
+BROKER_ARGS = [
+    "--max-request-bytes",
+    str(MAX_REQUEST_BYTES),
+    "--retention-check-interval-ms",
+    "100",
+]
 
 
 @pytest.fixture
@@ -199,6 +204,30 @@ async def test_long_poll_on_a_deleted_topic_answers_not_found(client, broker, to
     assert loop.time() - started < 2.5, "the long poll was not released by the delete"
 
 
+async def test_fetch_min_bytes_waits_for_enough_data(client, broker, topic):
+    await client.create_topic(topic)
+    first = batch_of(b"a" * 100)
+    await client.produce_batch(topic, 0, first, acks=1)
+    loop = asyncio.get_running_loop()
+    # not enough bytes within max_wait: what there is, after the wait
+    started = loop.time()
+    short = await client.fetch(topic, 0, 0, min_bytes=len(first) * 3, max_wait_ms=500)
+    assert loop.time() - started >= 0.45
+    assert values_of(short.records) == [b"a" * 100]
+    # enough bytes arrive: the answer comes before max_wait
+    started = loop.time()
+    fetch = asyncio.create_task(
+        client.fetch(topic, 0, 0, min_bytes=len(first) * 2, max_wait_ms=5000)
+    )
+    done, _ = await asyncio.wait({fetch}, timeout=0.3)
+    assert not done, "answered below min_bytes before max_wait"
+    async with CometClient(broker.address) as producer:
+        await producer.produce_batch(topic, 0, batch_of(b"b" * 100), acks=1)
+    result = await asyncio.wait_for(fetch, 5)
+    assert loop.time() - started < 2.5
+    assert values_of(result.records) == [b"a" * 100, b"b" * 100]
+
+
 async def test_fetch_with_data_does_not_wait(client, topic):
     await client.create_topic(topic)
     await client.produce_batch(topic, 0, batch_of(b"a", b"b", b"c"), acks=1)
@@ -310,6 +339,41 @@ async def test_describe_topic_config_and_offsets(client, broker, topic):
     assert p1.size_bytes == len(sent)
     with pytest.raises(TopicNotFoundError):
         await client.describe_topic(topic + "-missing")
+
+
+async def wait_for_log_start(client: CometClient, topic: str, above: int) -> int:
+    """Poll until retention moved the log start above `above` (bounded)."""
+    deadline = time.monotonic() + 10
+    while (start := await client.list_offsets(topic, 0, EARLIEST)) <= above:
+        assert time.monotonic() < deadline, "retention never deleted a segment"
+        await asyncio.sleep(0.05)
+    return start
+
+
+@pytest.mark.parametrize(
+    ("config", "age_ms"),
+    [({"retention.bytes": "1500"}, 0), ({"retention.ms": "60000"}, 3_600_000)],
+    ids=["by-bytes", "by-time"],
+)
+async def test_retention_moves_the_log_start(client, topic, config, age_ms):
+    await client.create_topic(topic, config={"segment.bytes": "1024", **config})
+    ts = int(time.time() * 1000) - age_ms
+    for i in range(10):
+        await client.produce_batch(
+            topic, 0, batch_of(*[b"%d-%d" % (i, j) * 20 for j in range(4)], timestamp_ms=ts)
+        )
+    start = await wait_for_log_start(client, topic, 0)
+    assert start % 4 == 0  # whole segments of whole batches go
+    assert await client.list_offsets(topic, 0, LATEST) == 40
+    d = (await client.describe_topic(topic)).partitions[0]
+    assert (d.log_start_offset, d.log_end_offset) == (start, 40)
+    assert d.segment_count >= 1
+    with pytest.raises(OffsetOutOfRangeError):
+        await client.fetch(topic, 0, 0)
+    res = await client.fetch(topic, 0, start)
+    assert res.log_start_offset == start
+    assert parse_header(res.records).base_offset == start
+    assert values_of(res.records)[0] == b"%d-0" % (start // 4) * 20
 
 
 # --- bad input ------------------------------------------------------------------

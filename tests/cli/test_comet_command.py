@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from comet.cli.local_broker import LocalBroker, free_port, wait_healthy
 from comet.client import CometClient
+from comet.records import encode_batch
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
 
@@ -136,7 +137,7 @@ def test_environment_applies_when_flag_absent(tmp_path):
         COMET_ADDR=f"127.0.0.1:{port}",
         COMET_DATA_DIR=str(data),
         COMET_BROKER_ID="from-env",
-        COMET_ADVERTISE_ADDR="broker.example:7000",
+        COMET_ADVERTISE_ADDR=f":{port}",
         COMET_LOG_FORMAT="json",
     )
     log = open(tmp_path / "broker.log", "wb")  # noqa: SIM115 - handed to the child
@@ -153,8 +154,14 @@ def test_environment_applies_when_flag_absent(tmp_path):
         meta = _broker_meta(f"127.0.0.1:{port}")
         (me,) = meta.brokers
         assert me.id == "from-flag"  # a flag beats its variable
-        assert me.address == "broker.example:7000"  # the variable applies without the flag
+        assert me.address == f":{port}"  # the variable applies without the flag
         assert (data / "@meta").is_dir()
+        # ":PORT" is advertised as such; clients reach it on the host they bootstrapped from
+        with CometClient(f"127.0.0.1:{port}") as client:
+            client.create_topic("advertised")
+            r = client.produce_batch("advertised", 0, encode_batch([(None, b"v")]), acks=1)
+            assert r.base_offset == 0
+            assert client.fetch("advertised", 0, 0).high_watermark == 1
     finally:
         code = _stop(proc)
     assert code == 0, (tmp_path / "broker.log").read_text()

@@ -99,8 +99,8 @@ async def read_partition(client: CometClient, partition: int) -> tuple[list, int
     return records, latest
 
 
-async def verify(address: str, history: History) -> str:
-    """Check the whole log against `history`; return the broker's id."""
+async def verify(address: str, history: History) -> tuple[str, str]:
+    """Check the whole log against `history`; return (broker id, cluster id)."""
     async with CometClient(address, timeout=10) as client:
         seen: set[bytes] = set()
         for partition in range(PARTITIONS):
@@ -116,7 +116,8 @@ async def verify(address: str, history: History) -> str:
                 assert ack.last_offset < len(records), f"acknowledged {ack} lost"
                 got = tuple(r.value for r in records[ack.base_offset : ack.last_offset + 1])
                 assert got == ack.values, f"acknowledged {ack} stored as {got}"
-        return (await client.metadata()).brokers[0].id
+        meta = await client.metadata()
+        return meta.brokers[0].id, meta.cluster_id
 
 
 async def test_sigkill_during_produce_loses_no_acknowledged_record(tmp_path: Path):
@@ -132,7 +133,8 @@ async def test_sigkill_during_produce_loses_no_acknowledged_record(tmp_path: Pat
     try:
         async with CometClient(broker.address) as client:
             await client.create_topic(TOPIC, PARTITIONS)
-            broker_id = (await client.metadata()).brokers[0].id
+            meta = await client.metadata()
+            identity = (meta.brokers[0].id, meta.cluster_id)
         for rnd in range(ROUNDS):
             loop = asyncio.get_running_loop()
             target = len(history.acks) + rng.randint(15, 60)
@@ -166,9 +168,56 @@ async def test_sigkill_during_produce_loses_no_acknowledged_record(tmp_path: Pat
             assert len(history.acks) >= target
             broker = new_broker(rnd + 1)
             await asyncio.to_thread(broker.start)
-            # the broker keeps its id (stored in the data directory) across restarts
-            assert await verify(broker.address, history) == broker_id
+            # broker and cluster keep their ids (stored in the data directory) across restarts
+            assert await verify(broker.address, history) == identity
         assert len({a.partition for a in history.acks}) == PARTITIONS
     finally:
         code = await asyncio.to_thread(broker.stop)
     assert code == 0
+
+
+async def test_sigterm_during_produce_exits_zero_and_keeps_every_ack(tmp_path: Path):
+    """A graceful stop with produces in flight: exit 0, every ack kept, no torn tail."""
+    rng = random.Random(99)
+    data = tmp_path / "data"
+    history = History([], set())
+    broker = LocalBroker(data_dir=data, log_path=tmp_path / "first.log")
+    await asyncio.to_thread(broker.start)
+    try:
+        loop = asyncio.get_running_loop()
+        enough = asyncio.Event()
+        async with CometClient(broker.address, timeout=5) as client:
+            await client.create_topic(TOPIC, PARTITIONS)
+            producers = [
+                asyncio.create_task(
+                    produce_until_killed(
+                        client,
+                        p,
+                        f"p{p}-w{w}",
+                        random.Random(rng.random()),
+                        history,
+                        enough,
+                        40,
+                        loop.time() + ROUND_LIMIT_S,
+                    )
+                )
+                for p in range(PARTITIONS)
+                for w in range(PRODUCERS_PER_PARTITION)
+            ]
+            await asyncio.wait_for(enough.wait(), ROUND_LIMIT_S)
+            started = loop.time()
+            code = await asyncio.to_thread(broker.stop)
+            assert loop.time() - started < 5
+            async with asyncio.timeout(ROUND_LIMIT_S + 10):
+                failed = sum(await asyncio.gather(*producers))
+        assert code == 0, broker.log_text()[-3000:]
+        assert failed >= 1  # the stop interrupted them
+    finally:
+        broker.kill()
+    again = LocalBroker(data_dir=data, log_path=tmp_path / "second.log")
+    await asyncio.to_thread(again.start)
+    try:
+        await verify(again.address, history)
+        assert '"segment.truncated"' not in again.log_text()
+    finally:
+        assert await asyncio.to_thread(again.stop) == 0
