@@ -70,6 +70,14 @@ class StaleGenerationError(FailedPreconditionError):
     """A group call from an old generation; re-join the group (its offsets were not committed)."""
 
 
+class GroupNotFoundError(CometError):
+    """The consumer group does not exist (NOT_FOUND)."""
+
+
+class GroupNotEmptyError(FailedPreconditionError):
+    """The operation needs a group without live members (FAILED_PRECONDITION)."""
+
+
 class UnknownMemberError(CometError):
     """The group coordinator does not know this member (expired or left); join again."""
 
@@ -106,6 +114,8 @@ _BY_CODE: dict[grpc.StatusCode, type[CometError]] = {
 _BY_REASON: dict[str, type[CometError]] = {
     "StaleGenerationError": StaleGenerationError,
     "UnknownMemberError": UnknownMemberError,
+    "GroupNotFoundError": GroupNotFoundError,
+    "GroupNotEmptyError": GroupNotEmptyError,
     "PartitionNotFoundError": TopicNotFoundError,
 }
 

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
-
 from comet.aio.channel import Chunk, Message, MessageChannel
 from comet.aio.client import EARLIEST, LATEST, CometClient
 from comet.aio.config import ConsumerConfig
+from comet.aio.events import EventLogger
 from comet.errors import (
     ClientClosedError,
     CometError,
@@ -37,7 +36,7 @@ from comet.errors import (
 from comet.names import is_valid_topic_name
 from comet.records import decode_batches
 
-log = structlog.get_logger(__name__)
+log = EventLogger(__name__)
 
 Handler = Callable[[Message], Any]
 TopicPartition = tuple[str, int]

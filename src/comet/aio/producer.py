@@ -18,17 +18,16 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import structlog
-
 from comet.aio.accumulator import BufferFullError, RecordAccumulator
 from comet.aio.client import CometClient, with_retries
 from comet.aio.config import ProducerConfig
 from comet.aio.delivery import DeliveryCallback, DeliveryHandle, ProducerBatch, RecordMetadata
+from comet.aio.events import EventLogger
 from comet.errors import ClientClosedError, CometError, RequestTimeoutError
 from comet.records import Compression
 from comet.records.builder import Headers
 
-log = structlog.get_logger(__name__)
+log = EventLogger(__name__)
 
 TOPIC_CREATE_ATTEMPTS = 10
 

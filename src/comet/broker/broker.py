@@ -158,7 +158,7 @@ class Broker:
         self._round_robin.pop(name, None)
         for key in [k for k in self._partitions if k[0] == name]:
             partition = self._partitions.pop(key)
-            partition.close_waiters()
+            partition.close_waiters(TopicNotFoundError(f"topic {name!r} was deleted"))
             await partition.flusher.close()
         await self.logs.delete_topic(name)
 
@@ -213,6 +213,9 @@ class Broker:
                 TopicSpec(name, partitions, replication_factor, overrides)
             )
         except TopicExistsError:
+            # Whoever hears "already exists" may produce at once: make sure the
+            # creator's partitions are open here before answering.
+            await self._converge()
             raise TopicAlreadyExistsError(f"topic {name!r} already exists") from None
         log.info(
             "topic.created",
@@ -395,7 +398,8 @@ class Broker:
         target = self.partition(topic, partition)
         out: list[Record] = []
         position = offset
-        while len(out) < max_records and position < target.high_watermark:
+        while len(out) < max_records:
+            # The first read also checks `offset` against the log (OUT_OF_RANGE).
             result = target.read(position, DEFAULT_FETCH_MAX_BYTES)
             before = len(out)
             for record in decode_batches(result.records, position):

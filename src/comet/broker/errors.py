@@ -88,6 +88,12 @@ class GroupNotEmptyError(BrokerError):
     status = "FAILED_PRECONDITION"
 
 
+class CorruptDataError(BrokerError):
+    """Stored bytes failed their CRC: they are not served (DATA_LOSS)."""
+
+    status = "DATA_LOSS"
+
+
 # --- the broker cannot serve it now: retry, maybe elsewhere ---------------
 
 

@@ -351,8 +351,14 @@ class GroupCoordinator:
     # --- the original Subscribe / Poll / Unsubscribe --------------------------------
 
     async def subscribe(self, topic: str, group: str) -> JoinResult:
-        """Original Subscribe: a new member of `group` consuming `topic`."""
+        """Original Subscribe: a new member of `group` consuming `topic` (which must exist).
+
+        Unlike JoinGroup, which lets a member wait for a topic to be created,
+        the original call answers NOT_FOUND for an unknown topic.
+        """
         validate_topic_name(topic, "topic")
+        if await self._coordinator.get_topic(topic) is None:
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
         return await self.join(group, "", [topic])
 
     async def poll(self, topic: str, group: str, member_id: str, max_records: int) -> PollResult:

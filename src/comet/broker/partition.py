@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from comet.broker.errors import (
     AckTimeoutError,
+    BrokerError,
+    CorruptDataError,
     InvalidRequestError,
     OffsetOutOfRangeError,
     RequestTooLargeError,
@@ -14,6 +17,7 @@ from comet.broker.errors import (
 from comet.records import InvalidBatchError, validate_batches
 from comet.storage import (
     AppendInfo,
+    CorruptRecordError,
     LogFlusher,
     LogWriteError,
     PartitionLog,
@@ -46,6 +50,7 @@ class Partition:
         self.flusher = LogFlusher(log)
         self._data_arrived: asyncio.Future[None] | None = None
         self._closed = False
+        self._gone: BrokerError | None = None
 
     @property
     def high_watermark(self) -> int:
@@ -89,6 +94,11 @@ class Partition:
             return self.log.read(offset, max_bytes, self.high_watermark)
         except StorageOutOfRange as exc:
             raise OffsetOutOfRangeError(f"{self.topic}/{self.index}: {exc}") from None
+        except CorruptRecordError as exc:
+            raise CorruptDataError(
+                f"{self.topic}/{self.index}: stored data at offset {offset} is corrupt ({exc}); "
+                "it is not served: restore it from a replica or truncate the partition"
+            ) from None
 
     async def fetch(
         self, offset: int, max_bytes: int, max_wait_s: float, min_bytes: int = 1
@@ -97,16 +107,16 @@ class Partition:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_s
         while True:
+            if self._gone is not None:
+                raise self._gone
             result = self.read(offset, max_bytes)
             remaining = deadline - loop.time()
             if len(result.records) >= min_bytes or remaining <= 0 or self._closed:
                 return result
             if self._data_arrived is None or self._data_arrived.done():
                 self._data_arrived = loop.create_future()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._data_arrived), remaining)
-            except TimeoutError:
-                return self.read(offset, max_bytes)
 
     def _wake_fetchers(self) -> None:
         waiter = self._data_arrived
@@ -114,7 +124,12 @@ class Partition:
             waiter.set_result(None)
         self._data_arrived = None
 
-    def close_waiters(self) -> None:
-        """Answer every long-poll now and stop waiting from here on (shutdown and delete)."""
+    def close_waiters(self, gone: BrokerError | None = None) -> None:
+        """Answer every long-poll now and stop waiting from here on.
+
+        On shutdown pending fetches get what is there; with `gone` (the
+        partition is being deleted) they fail with that error instead.
+        """
         self._closed = True
+        self._gone = gone
         self._wake_fetchers()

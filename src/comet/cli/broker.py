@@ -7,6 +7,7 @@ flag is not given. `--etcd ""` runs single-broker mode with no etcd.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 from pathlib import Path
@@ -211,7 +212,11 @@ def main(**options: object) -> None:
     except (InvalidConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     data_dir: Path = options["data_dir"]  # type: ignore[assignment]
-    etcd = tuple(e.strip() for e in str(options["etcd"] or "").split(",") if e.strip())
+    etcd_setting = str(options["etcd"] or "")
+    source = click.get_current_context().get_parameter_source("etcd")
+    if source == click.core.ParameterSource.DEFAULT and os.environ.get("COMET_ETCD") == "":
+        etcd_setting = ""  # click ignores empty variables; COMET_ETCD= means no etcd
+    etcd = tuple(e.strip() for e in etcd_setting.split(",") if e.strip())
     if etcd:
         problem = _check_etcd_reachable(etcd)
         if problem:

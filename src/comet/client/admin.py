@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from comet import aio
 from comet.aio.client import EARLIEST, LATEST, Acks
@@ -92,6 +92,24 @@ class CometClient:
         return self._loop.run(
             self._aio.fetch(topic, partition, offset, max_bytes=max_bytes, max_wait_ms=max_wait_ms)
         )
+
+    def fetch_offsets(
+        self, group: str, partitions: Mapping[str, Sequence[int]] | None = None
+    ) -> dict[tuple[str, int], int]:
+        """Committed offsets of a group (-1 where none)."""
+        return self._loop.run(self._aio.fetch_offsets(group, partitions))
+
+    def commit_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit offsets for a group that has no live members (tools, resets)."""
+        self._loop.run(self._aio.commit_offsets(group, offsets))
+
+    def describe_group(self, group: str) -> Any:
+        """State, generation, members, assignment and lag of a group."""
+        return self._loop.run(self._aio.describe_group(group))
+
+    def list_groups(self) -> list[Any]:
+        """Every group the cluster knows."""
+        return self._loop.run(self._aio.list_groups())
 
     def list_offsets(self, topic: str, partition: int, timestamp_ms: int = LATEST) -> int:
         """LATEST (-1), EARLIEST (-2) or the first offset at or after a ms timestamp."""
