@@ -494,6 +494,13 @@ def test_subscribe_poll_unsubscribe(orig, topic):
     assert [(m.partition, m.offset, m.value) for m in later] == [(1, 1, b"1b")]
 
 
+def test_subscribe_unknown_topic_not_found(orig, topic):
+    details = orig.fails(
+        grpc.StatusCode.NOT_FOUND, "Subscribe", topic=topic, group=f"{topic}-group"
+    )
+    assert topic in details
+
+
 def test_replicate_unimplemented(orig):
     details = orig.fails(
         grpc.StatusCode.UNIMPLEMENTED,
