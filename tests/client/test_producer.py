@@ -156,16 +156,21 @@ def test_delivery_callbacks_and_serializers(broker: LocalBroker, topic: str) -> 
 def test_concurrent_producers_lose_nothing(broker: LocalBroker, topic: str) -> None:
     per_thread = 2_000
 
+    failures: list[BaseException] = []
+
     def produce(n: int) -> None:
         with TopicProducer(config(broker, topic, partitions=2)) as producer:
-            for i in range(per_thread):
-                producer.send(f"t{n}".encode(), f"{n}:{i}".encode())
+            handles = [
+                producer.send(f"t{n}".encode(), f"{n}:{i}".encode()) for i in range(per_thread)
+            ]
+        failures.extend(e for h in handles if (e := h.exception(0)) is not None)
 
     threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    assert failures == []
     values = [r.value.decode() for p in (0, 1) for r in read_all(broker.address, topic, p)]
     assert len(values) == 4 * per_thread
     for n in range(4):
