@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from comet.aio.delivery import DeliveryHandle, ProducerBatch
 from comet.errors import ClientClosedError, CometError
@@ -65,6 +65,7 @@ class RecordAccumulator:
         self._closed = False
         self._sticky = itertools.count()
         self._sticky_partition = 0
+        self._pending: tuple[bytes | None, bytes | None] | None = None
 
     @property
     def buffered(self) -> int:
@@ -111,6 +112,62 @@ class RecordAccumulator:
             return self._append_locked(key, value, headers, partition, timestamp_ms)
         finally:
             lock.release()
+
+    def append_many(
+        self,
+        records: Iterator[tuple[bytes | None, bytes | None]],
+        partition: int | None,
+        timeout: float | None,
+        handles: list[DeliveryHandle],
+    ) -> bool:
+        """Add (key, value) records under one lock, appending their handles to `handles`.
+
+        With a timeout, waits for room like append(); with None, stops when
+        the buffer is full and returns False (the iterator keeps the rest).
+        Returns True once `records` is exhausted.
+        """
+        if partition is not None and not 0 <= partition < self.partitions:
+            raise ValueError(
+                f"partition: topic {self.topic!r} has partitions 0..{self.partitions - 1}, "
+                f"not {partition}"
+            )
+        lock = self._lock
+        lock.acquire()
+        try:
+            ts = time.time_ns() // 1_000_000
+            count = self.partitions
+            out = handles.append
+            for key, value in records:
+                if self._closed or self._buffered >= self.buffer_size:
+                    if timeout is None:
+                        if self._closed:
+                            raise ClientClosedError("send() after close(): the producer is closed")
+                        self._pending = (key, value)
+                        return False
+                    self._wait_for_room_locked(timeout)
+                p = partition
+                if p is None:
+                    p = zlib.crc32(key) % count if key else self._sticky_partition
+                batch = self._open.get(p) or self._new_batch(p)
+                index = len(batch.timestamps)
+                if batch.add(index, ts, key, value, _NO_HEADERS) is None:
+                    self._seal_locked(p, batch)
+                    batch = self._new_batch(p)
+                    index = 0
+                    batch.add(0, ts, key, value, _NO_HEADERS)
+                batch.timestamps.append(ts)
+                self._buffered += 1
+                if index + 1 >= self.batch_size:
+                    self._seal_locked(p, batch)
+                out(DeliveryHandle(batch, index))
+            return True
+        finally:
+            lock.release()
+
+    def take_pending(self) -> tuple[bytes | None, bytes | None] | None:
+        """The record append_many stopped at for lack of room (it was not added)."""
+        pending, self._pending = self._pending, None
+        return pending
 
     def _wait_for_room_locked(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

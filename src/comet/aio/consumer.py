@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,18 +26,20 @@ from comet.aio.channel import Chunk, Message, MessageChannel
 from comet.aio.client import EARLIEST, LATEST, CometClient
 from comet.aio.config import ConsumerConfig
 from comet.aio.events import EventLogger
+from comet.aio.types import FetchResult
 from comet.errors import (
     ClientClosedError,
     CometError,
     OffsetOutOfRangeError,
     StaleGenerationError,
-    TopicNotFoundError,
     UnknownMemberError,
 )
 from comet.names import is_valid_topic_name
-from comet.records import decode_batches
+from comet.records import iter_batches
+from comet.records.reader import iter_record_views
 
 log = EventLogger(__name__)
+new_tuple = tuple.__new__
 
 Handler = Callable[[Message], Any]
 TopicPartition = tuple[str, int]
@@ -77,6 +80,7 @@ class Consumer:
         self._commit_lock = asyncio.Lock()
         self._commit_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._cursors: weakref.WeakSet[ChunkCursor] = weakref.WeakSet()
         self._closed = False
 
     # --- public API ----------------------------------------------------------
@@ -295,45 +299,78 @@ class Consumer:
     # --- fetching and delivery ---------------------------------------------
 
     async def _fetch_loop(self, tp: TopicPartition, offset: int, epoch: int) -> None:
+        """Fetch, decode and queue one partition; the next fetch overlaps the decoding."""
         cfg = self.config
         topic, partition = tp
         sub = self._subs[topic]
         backoff = cfg.backoff
         wait_ms = int(cfg.poll_interval * 1000)
-        kd, vd = cfg.key_deserializer, cfg.value_deserializer
-        while True:
-            try:
-                result = await self._client.fetch(
-                    topic, partition, offset, max_bytes=cfg.fetch_max_bytes, max_wait_ms=wait_ms
+        step = cfg.max_poll_records
+
+        def fetch(at: int) -> asyncio.Task[FetchResult]:
+            return asyncio.create_task(
+                self._client.fetch(
+                    topic, partition, at, max_bytes=cfg.fetch_max_bytes, max_wait_ms=wait_ms
                 )
-            except OffsetOutOfRangeError:
-                offset = await self._reset_position(tp)
-                log.warning("consumer.offset_reset", topic=topic, partition=partition, to=offset)
-                continue
-            except (CometError, TopicNotFoundError) as exc:
-                log.debug("consumer.fetch_failed", topic=topic, partition=partition, error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, cfg.max_backoff)
-                continue
-            backoff = cfg.backoff
-            messages = [
-                Message(
-                    topic,
-                    partition,
-                    r.offset,
-                    kd(r.key) if kd and r.key is not None else r.key,
-                    vd(r.value) if vd and r.value is not None else r.value,
-                    r.timestamp_ms,
-                    r.headers,
+            )
+
+        pending = fetch(offset)
+        try:
+            while True:
+                try:
+                    result = await pending
+                except OffsetOutOfRangeError:
+                    offset = await self._reset_position(tp)
+                    log.warning(
+                        "consumer.offset_reset", topic=topic, partition=partition, to=offset
+                    )
+                    pending = fetch(offset)
+                    continue
+                except CometError as exc:
+                    log.debug(
+                        "consumer.fetch_failed", topic=topic, partition=partition, error=str(exc)
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, cfg.max_backoff)
+                    pending = fetch(offset)
+                    continue
+                backoff = cfg.backoff
+                end = offset
+                for _, header in iter_batches(result.records):
+                    end = header.next_offset
+                pending = fetch(end)  # in flight while this result is decoded and delivered
+                messages = self._decode(topic, partition, offset, result.records)
+                offset = max(end, offset)
+                for i in range(0, len(messages), step):
+                    await sub.channel.put(Chunk(epoch, topic, partition, messages[i : i + step]))
+        finally:
+            pending.cancel()
+
+    def _decode(self, topic: str, partition: int, start: int, records: bytes) -> list[Message]:
+        """Messages at or after `start` in fetched batches, deserialized as configured."""
+        kd, vd = self.config.key_deserializer, self.config.value_deserializer
+        if kd is None and vd is None:
+            # tuple.__new__ skips the namedtuple's Python-level __new__ (hot path)
+            return [
+                new_tuple(
+                    Message, (topic, partition, r.offset, r.key, r.value, r.timestamp, r.headers)
                 )
-                for r in decode_batches(result.records, offset)
+                for r in iter_record_views(records)
+                if r.offset >= start
             ]
-            if not messages:
-                continue
-            offset = messages[-1].offset + 1
-            step = cfg.max_poll_records
-            for i in range(0, len(messages), step):
-                await sub.channel.put(Chunk(epoch, topic, partition, messages[i : i + step]))
+        return [
+            Message(
+                topic,
+                partition,
+                r.offset,
+                kd(r.key) if kd and r.key is not None else r.key,
+                vd(r.value) if vd and r.value is not None else r.value,
+                r.timestamp,
+                r.headers,
+            )
+            for r in iter_record_views(records)
+            if r.offset >= start
+        ]
 
     async def _dispatch(self, sub: _Subscription) -> None:
         loop = asyncio.get_running_loop()
@@ -352,48 +389,65 @@ class Consumer:
     async def _deliver(self, sub: _Subscription, chunk: Chunk) -> None:
         handler = sub.handler
         assert handler is not None
-        for message in chunk.messages:
-            delay = self.config.backoff
-            while chunk.epoch == self._epoch:
-                try:
-                    result = handler(message)
-                    if inspect.isawaitable(result):
-                        await result
-                    break
-                except Exception:
-                    log.exception("consumer.handler_failed", topic=sub.topic, offset=message.offset)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.config.max_backoff)
-            else:
-                return
-            self.mark_processed(message, chunk.epoch)
+        handled = 0
+        try:
+            for message in chunk.messages:
+                delay = self.config.backoff
+                while chunk.epoch == self._epoch:
+                    try:
+                        result = handler(message)
+                        if inspect.isawaitable(result):
+                            await result
+                        break
+                    except Exception:
+                        log.exception(
+                            "consumer.handler_failed", topic=sub.topic, offset=message.offset
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, self.config.max_backoff)
+                else:
+                    return
+                handled += 1
+        finally:
+            self.mark_handled(chunk, handled)
 
     def _deliver_blocking(self, sub: _Subscription, chunk: Chunk) -> None:
         """Run a plain handler over a chunk in the subscription's worker thread."""
         handler = sub.handler
         assert handler is not None
-        for message in chunk.messages:
-            delay = self.config.backoff
-            while chunk.epoch == self._epoch:
-                try:
-                    handler(message)
-                    break
-                except Exception:
-                    log.exception("consumer.handler_failed", topic=sub.topic, offset=message.offset)
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.config.max_backoff)
-            else:
-                return
-            self.mark_processed(message, chunk.epoch)
+        handled = 0
+        try:
+            for message in chunk.messages:
+                delay = self.config.backoff
+                while chunk.epoch == self._epoch:
+                    try:
+                        handler(message)
+                        break
+                    except Exception:
+                        log.exception(
+                            "consumer.handler_failed", topic=sub.topic, offset=message.offset
+                        )
+                        time.sleep(delay)
+                        delay = min(delay * 2, self.config.max_backoff)
+                else:
+                    return
+                handled += 1
+        finally:
+            self.mark_handled(chunk, handled)
 
-    def mark_processed(self, message: Message, epoch: int) -> None:
-        """Record that `message` was handled (ignored if its partition was reassigned since)."""
-        tp = (message.topic, message.partition)
-        # Only overwrite a key of the current assignment: this may run on a
-        # handler thread while the loop iterates the dict to commit.
-        if epoch == self._epoch and tp in self._processed:
-            self._processed[tp] = message.offset + 1
-            self._since_commit += 1
+    def mark_handled(self, chunk: Chunk, count: int, newly: int | None = None) -> None:
+        """Record that the first `count` messages of `chunk` were handled.
+
+        Ignored when the chunk's partition was reassigned since. Only a key of
+        the current assignment is overwritten: this may run on a handler
+        thread while the loop iterates the dict to commit.
+        """
+        if count <= 0 or chunk.epoch != self._epoch:
+            return
+        tp = (chunk.topic, chunk.partition)
+        if tp in self._processed:
+            self._processed[tp] = chunk.messages[count - 1].offset + 1
+            self._since_commit += count if newly is None else newly
 
     # --- commits -------------------------------------------------------------
 
@@ -410,6 +464,8 @@ class Consumer:
                 await self._commit(raise_errors=False)
 
     async def _commit(self, raise_errors: bool) -> None:
+        for cursor in list(self._cursors):
+            cursor.sync()
         async with self._commit_lock:
             pending = {
                 tp: off
@@ -437,43 +493,83 @@ class Consumer:
             self._committed.update(pending)
 
 
+class ChunkCursor:
+    """Where an iterator is in its current chunk, so commits know what was handled.
+
+    Messages before `index` were returned; the last one returned is still
+    being handled while `in_hand` is set. The position is written to the
+    consumer lazily (`sync`), before each commit and at chunk boundaries,
+    not once per message.
+    """
+
+    __slots__ = ("__weakref__", "chunk", "consumer", "in_hand", "index", "synced")
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.chunk: Chunk | None = None
+        self.index = 0
+        self.synced = 0
+        self.in_hand = False
+
+    def sync(self) -> None:
+        """Tell the consumer about every message handled so far."""
+        chunk = self.chunk
+        if chunk is None:
+            return
+        handled = self.index - 1 if self.in_hand else self.index
+        if handled > self.synced:
+            self.consumer.mark_handled(chunk, handled, handled - self.synced)
+            self.synced = handled
+
+    def load(self, chunk: Chunk) -> None:
+        """Move on to a new chunk (everything returned so far counts as handled)."""
+        self.in_hand = False
+        self.sync()
+        self.chunk = chunk
+        self.index = 0
+        self.synced = 0
+
+
 class MessageStream:
     """Async iterator over one subscription; a record counts as handled when the next is asked."""
 
     def __init__(self, consumer: Consumer, sub: _Subscription) -> None:
         self._consumer = consumer
         self._sub = sub
-        self._chunk: Chunk | None = None
-        self._index = 0
-        self._last: tuple[Message, int] | None = None
+        self._cursor = ChunkCursor(consumer)
+        consumer._cursors.add(self._cursor)
 
     def __aiter__(self) -> MessageStream:
         return self
 
     def mark_done(self) -> None:
         """Count the record last returned as handled now (before asking for the next)."""
-        consumer = self._consumer
-        if self._last is not None:
-            consumer.mark_processed(*self._last)
-            self._last = None
-            if consumer._since_commit >= consumer.config.auto_commit_every:
-                consumer._kick_commit()
+        self._cursor.in_hand = False
+        self._cursor.sync()
 
     async def __anext__(self) -> Message:
+        cursor = self._cursor
+        chunk = cursor.chunk
+        i = cursor.index
+        if chunk is not None and i < len(chunk.messages) and chunk.epoch == self._consumer._epoch:
+            cursor.index = i + 1
+            cursor.in_hand = True
+            return chunk.messages[i]
+        return await self._next_chunk()
+
+    async def _next_chunk(self) -> Message:
         consumer = self._consumer
-        self.mark_done()
+        cursor = self._cursor
+        cursor.in_hand = False
+        cursor.sync()
+        if consumer._since_commit >= consumer.config.auto_commit_every:
+            consumer._kick_commit()
         while True:
-            chunk = self._chunk
-            if (
-                chunk is not None
-                and chunk.epoch == consumer._epoch
-                and self._index < len(chunk.messages)
-            ):
-                message = chunk.messages[self._index]
-                self._index += 1
-                self._last = (message, chunk.epoch)
-                return message
-            self._chunk = await self._sub.channel.get()
-            self._index = 0
-            if self._chunk is None:
+            chunk = await self._sub.channel.get()
+            if chunk is None:
                 raise StopAsyncIteration
+            cursor.load(chunk)
+            if chunk.epoch == consumer._epoch and chunk.messages:
+                cursor.index = 1
+                cursor.in_hand = True
+                return chunk.messages[0]

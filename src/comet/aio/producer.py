@@ -228,13 +228,23 @@ class TopicProducer:
     async def send_batch(
         self, records: Iterable[tuple[Any, Any]], partition: int | None = None
     ) -> list[DeliveryHandle]:
-        """Send many (key, value) records; returns their handles in order."""
-        handles = []
-        for key, value in records:
-            try:
-                handles.append(self.send_nowait(key, value, None, partition))
-            except BufferFullError:
-                handles.append(await self.send(key, value, None, partition))
+        """Send many (key, value) records under one lock per buffer-full; handles in order.
+
+        The fast path for callers that already hold many records: no
+        per-record coroutine, one timestamp for the call.
+        """
+        if self._closed:
+            raise ClientClosedError("send() after close(): the producer is closed")
+        acc = self._accumulator()
+        cfg = self.config
+        if cfg.key_serializer is not None or cfg.value_serializer is not None:
+            records = (self._serialize(k, v) for k, v in records)
+        remaining = iter(records)
+        handles: list[DeliveryHandle] = []
+        while not acc.append_many(remaining, partition, None, handles):
+            pending = acc.take_pending()
+            assert pending is not None
+            handles.append(await self.send(pending[0], pending[1], None, partition))
         return handles
 
     def _wake_threadsafe(self) -> None:

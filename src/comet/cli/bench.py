@@ -10,6 +10,7 @@ a temporary data directory and its CPU time and peak RSS are reported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -21,7 +22,15 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from comet.aio import CometClient
+from comet.aio import (
+    BufferFullError,
+    CometClient,
+    Consumer,
+    ConsumerConfig,
+    Message,
+    ProducerConfig,
+    TopicProducer,
+)
 from comet.cli.ctl import CtlContext, fail, with_ctx
 from comet.cli.local_broker import LocalBroker
 from comet.errors import CometError
@@ -181,8 +190,153 @@ async def run_consume(
     )
 
 
+async def run_client_produce(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    size: int,
+    partitions: int,
+    batch_records: int,
+    acks: str | int,
+    compression: str | None,
+    progress: Progress | None,
+) -> BenchResult:
+    """Produce through the public TopicProducer (per-record send), sampling delivery latency."""
+    rng = random.Random(42)
+    values = [rng.randbytes(size) for _ in range(256)]
+    task = progress.add_task("produce (TopicProducer)", total=count) if progress else None
+    latencies: list[float] = []
+    cfg = ProducerConfig(
+        bootstrap,
+        topic=topic,
+        partitions=partitions,
+        acks=acks,  # type: ignore[arg-type]
+        compression=compression,
+        batch_size=batch_records,
+        buffer_size=batch_records * 8,
+        flush_interval=0.005,
+        max_in_flight=2,
+    )
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    async with TopicProducer(cfg) as producer:
+        send_nowait = producer.send_nowait
+        for i in range(count):
+            try:
+                handle = send_nowait(None, values[i & 255])
+            except BufferFullError:
+                handle = await producer.send(None, values[i & 255])
+            if i % batch_records == 0:
+                started = time.perf_counter()
+                handle.add_done_callback(
+                    lambda _m, _e, s=started: latencies.append(time.perf_counter() - s)
+                )
+                if progress and task is not None:
+                    progress.update(task, completed=i)
+                await asyncio.sleep(0)
+        await producer.flush()
+    seconds = time.perf_counter() - t0
+    return BenchResult(
+        "produce",
+        count,
+        size,
+        round(seconds, 3),
+        round(count / seconds),
+        round(count * size / seconds / 1e6, 1),
+        _percentiles(latencies),
+        round(time.process_time() - cpu0, 2),
+    )
+
+
+async def run_client_consume(
+    bootstrap: str, topic: str, count: int, size: int, progress: Progress | None
+) -> BenchResult:
+    """Consume `count` records through the public group Consumer (iterator form)."""
+    task = progress.add_task("consume (Consumer)", total=count) if progress else None
+    cfg = ConsumerConfig(
+        bootstrap,
+        group=f"bench-{topic}",
+        auto_offset_reset="earliest",
+        max_poll_records=10_000,
+        channel_buffer=50_000,
+        fetch_max_bytes=4 << 20,
+        auto_commit_every=100_000,
+    )
+    seen = 0
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    async with Consumer(cfg) as consumer:
+        async for _message in consumer.messages(topic):
+            seen += 1
+            if seen % 10_000 == 0 and progress and task is not None:
+                progress.update(task, completed=seen)
+            if seen >= count:
+                break
+    seconds = time.perf_counter() - t0
+    return BenchResult(
+        "consume",
+        seen,
+        size,
+        round(seconds, 3),
+        round(seen / seconds),
+        round(seen * size / seconds / 1e6, 1),
+        {},
+        round(time.process_time() - cpu0, 2),
+    )
+
+
+async def run_e2e(
+    bootstrap: str, topic: str, rate: int, count: int, size: int, partitions: int, acks: str | int
+) -> BenchResult:
+    """Send `count` records at `rate`/s through TopicProducer; latency until the Consumer has it."""
+    pad = b"x" * max(0, size - 8)
+    latencies: list[float] = []
+    done = asyncio.Event()
+    producer_cfg = ProducerConfig(
+        bootstrap,
+        topic=topic,
+        partitions=partitions,
+        acks=acks,
+        flush_interval=0.0005,  # type: ignore[arg-type]
+    )
+    consumer_cfg = ConsumerConfig(
+        bootstrap, group=f"e2e-{topic}", auto_offset_reset="latest", poll_interval=0.5
+    )
+    cpu0 = time.process_time()
+    async with TopicProducer(producer_cfg) as producer, Consumer(consumer_cfg) as consumer:
+
+        async def on_message(message: Message) -> None:
+            sent_ns = int.from_bytes(message.value[:8], "big")
+            latencies.append((time.perf_counter_ns() - sent_ns) / 1e9)
+            if len(latencies) >= count:
+                done.set()
+
+        await consumer.subscribe(topic, on_message)
+        await consumer.wait_for_assignment(30)
+        interval = 1.0 / rate
+        t0 = time.perf_counter()
+        for i in range(count):
+            delay = t0 + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(None, time.perf_counter_ns().to_bytes(8, "big") + pad)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 30)
+        seconds = time.perf_counter() - t0
+    return BenchResult(
+        "e2e",
+        len(latencies),
+        size,
+        round(seconds, 3),
+        round(len(latencies) / seconds),
+        round(len(latencies) * size / seconds / 1e6, 3),
+        _percentiles(latencies),
+        round(time.process_time() - cpu0, 2),
+    )
+
+
 @click.command("bench")
-@click.argument("mode", type=click.Choice(["produce", "consume", "both"]), default="both")
+@click.argument("mode", type=click.Choice(["produce", "consume", "both", "e2e"]), default="both")
 @click.option("--count", "-n", type=click.IntRange(1), default=1_000_000, show_default=True)
 @click.option("--size", "-s", type=click.IntRange(0), default=100, show_default=True)
 @click.option("--partitions", "-p", type=click.IntRange(1), default=1, show_default=True)
@@ -192,6 +346,20 @@ async def run_consume(
     type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
     default="none",
     show_default=True,
+)
+@click.option(
+    "--api",
+    type=click.Choice(["raw", "client"]),
+    default="raw",
+    show_default=True,
+    help="raw: ProduceBatch/Fetch with pre-framed batches; client: TopicProducer and Consumer.",
+)
+@click.option(
+    "--rate",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="e2e: records per second.",
 )
 @click.option("--batch-records", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--in-flight", type=click.IntRange(1), default=8, show_default=True)
@@ -209,6 +377,8 @@ def bench(
     partitions: int,
     acks: str,
     compression: str,
+    api: str,
+    rate: int,
     batch_records: int,
     in_flight: int,
     fetch_max_bytes: int,
@@ -235,9 +405,27 @@ def bench(
             async with CometClient(bootstrap, timeout=60) as client:
                 await client.create_topic(topic, partitions, exist_ok=True)
                 with Progress(console=Console(stderr=True), disable=not show_progress) as progress:
-                    if mode in ("produce", "both"):
+                    codec_name = None if compression == "none" else compression
+                    if mode == "e2e":
                         results.append(
-                            await run_produce(
+                            await run_e2e(bootstrap, topic, rate, count, size, partitions, acks_arg)
+                        )
+                        return
+                    if mode in ("produce", "both"):
+                        if api == "client":
+                            result = await run_client_produce(
+                                bootstrap,
+                                topic,
+                                count,
+                                size,
+                                partitions,
+                                batch_records,
+                                acks_arg,
+                                codec_name,
+                                progress,
+                            )
+                        else:
+                            result = await run_produce(
                                 client,
                                 topic,
                                 count,
@@ -249,13 +437,17 @@ def bench(
                                 codec,
                                 progress,
                             )
-                        )
+                        results.append(result)
                     if mode in ("consume", "both"):
-                        results.append(
-                            await run_consume(
+                        if api == "client":
+                            result = await run_client_consume(
+                                bootstrap, topic, count, size, progress
+                            )
+                        else:
+                            result = await run_consume(
                                 client, topic, count, size, partitions, fetch_max_bytes, progress
                             )
-                        )
+                        results.append(result)
 
         try:
             asyncio.run(main())
@@ -282,6 +474,8 @@ def bench(
             "acks": acks,
             "compression": compression,
             "batch_records": batch_records,
+            "api": api,
+            "rate": rate if mode == "e2e" else None,
             "in_flight": in_flight,
         },
         "results": [asdict(r) for r in results],

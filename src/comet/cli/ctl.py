@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -21,7 +22,8 @@ from comet.aio import CometClient
 from comet.errors import CometError
 
 T = TypeVar("T")
-console = Console()
+# Wide tables when output goes to a file or a pipe (a terminal sets its own width).
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 
 
 class CtlContext:

@@ -50,21 +50,33 @@ class Consumer:
         self._loop.run(self._aio.unsubscribe(topic))
 
     def messages(self, topic: str) -> Iterator[Message]:
-        """Subscribe to `topic` and yield its records (handled once the next is asked for)."""
+        """Subscribe to `topic` and yield its records (handled once the next is asked for).
+
+        Progress is reported to the consumer per chunk (at most
+        max_poll_records records) from this thread, and on close().
+        """
         sub = self._loop.run(_add_iterator(self._aio, topic))
         consumer = self._aio
         every = consumer.config.auto_commit_every
-        while True:
-            chunk = self._loop.run(sub.channel.get())
-            if chunk is None:
-                return
-            for message in chunk.messages:
-                if chunk.epoch != consumer._epoch:
-                    break
-                yield message
-                consumer.mark_processed(message, chunk.epoch)
-                if consumer._since_commit >= every:
-                    self._loop.loop.call_soon_threadsafe(consumer._kick_commit)
+        handled = 0
+        chunk = None
+        try:
+            while True:
+                if chunk is not None:
+                    consumer.mark_handled(chunk, handled)
+                    if consumer._since_commit >= every:
+                        self._loop.loop.call_soon_threadsafe(consumer._kick_commit)
+                chunk, handled = self._loop.run(sub.channel.get()), 0
+                if chunk is None:
+                    return
+                for message in chunk.messages:
+                    if chunk.epoch != consumer._epoch:
+                        break
+                    yield message
+                    handled += 1
+        finally:
+            if chunk is not None:
+                consumer.mark_handled(chunk, handled)
 
     def commit(self) -> None:
         """Commit the offsets of every record handled so far."""

@@ -60,13 +60,15 @@ class TopicProducer:
     def send_batch(
         self, records: Iterable[tuple[Any, Any]], partition: int | None = None
     ) -> list[DeliveryHandle]:
-        """Send many (key, value) records; returns their handles in order."""
+        """Send many (key, value) records under one lock; returns their handles in order."""
         if self._closed:
             raise ClientClosedError("send() after close(): the producer is closed")
-        serialize = self._producer._serialize
-        append = self._acc.append
-        timeout = self._send_timeout
-        return [append(*serialize(k, v), (), partition, timeout) for k, v in records]
+        cfg = self._producer.config
+        if cfg.key_serializer is not None or cfg.value_serializer is not None:
+            records = (self._producer._serialize(k, v) for k, v in records)
+        handles: list[DeliveryHandle] = []
+        self._acc.append_many(iter(records), partition, self._send_timeout, handles)
+        return handles
 
     def send_and_wait(
         self, key: Any, value: Any, timeout: float | None = None, **kwargs: Any

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from aiokafka.record.default_records import DefaultRecordBatch
 
@@ -18,6 +18,17 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+
+
+def iter_record_views(buf: bytes | bytearray | memoryview) -> Iterator[Any]:
+    """Yield aiokafka's record objects (offset, timestamp, key, value, headers) of every batch.
+
+    The low-level form of decode_batches for hot loops that build their own
+    objects; skipping records below a start offset is the caller's job.
+    """
+    view = memoryview(buf)
+    for pos, header in iter_batches(view):
+        yield from DefaultRecordBatch(bytes(view[pos : pos + header.size]))
 
 
 def decode_batches(buf: bytes | bytearray | memoryview, start_offset: int = 0) -> Iterator[Record]:
