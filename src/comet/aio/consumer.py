@@ -36,7 +36,7 @@ from comet.errors import (
 )
 from comet.names import is_valid_topic_name
 from comet.records import iter_batches
-from comet.records.reader import iter_record_views
+from comet.records.reader import RecordBatchReader
 
 log = EventLogger(__name__)
 new_tuple = tuple.__new__
@@ -54,6 +54,7 @@ class _Subscription:
         self.channel = MessageChannel(capacity)
         self.busy = asyncio.Lock()
         self.executor = ThreadPoolExecutor(1, f"comet-handler-{topic}") if blocking else None
+        self.is_async = handler is not None and inspect.iscoroutinefunction(handler)
         self.dispatcher: asyncio.Task[None] | None = None
 
 
@@ -349,28 +350,37 @@ class Consumer:
     def _decode(self, topic: str, partition: int, start: int, records: bytes) -> list[Message]:
         """Messages at or after `start` in fetched batches, deserialized as configured."""
         kd, vd = self.config.key_deserializer, self.config.value_deserializer
-        if kd is None and vd is None:
-            # tuple.__new__ skips the namedtuple's Python-level __new__ (hot path)
-            return [
-                new_tuple(
-                    Message, (topic, partition, r.offset, r.key, r.value, r.timestamp, r.headers)
-                )
-                for r in iter_record_views(records)
-                if r.offset >= start
-            ]
-        return [
-            Message(
-                topic,
-                partition,
-                r.offset,
-                kd(r.key) if kd and r.key is not None else r.key,
-                vd(r.value) if vd and r.value is not None else r.value,
-                r.timestamp,
-                r.headers,
-            )
-            for r in iter_record_views(records)
-            if r.offset >= start
-        ]
+        out: list[Message] = []
+        view = memoryview(records)
+        for pos, header in iter_batches(view):
+            if header.next_offset <= start:
+                continue
+            batch = RecordBatchReader(bytes(view[pos : pos + header.size]))
+            if kd is None and vd is None:
+                # tuple.__new__ skips the namedtuple's Python-level __new__ (hot path)
+                out += [
+                    new_tuple(
+                        Message,
+                        (topic, partition, r.offset, r.key, r.value, r.timestamp, r.headers),
+                    )
+                    for r in batch
+                ]
+            else:
+                out += [
+                    Message(
+                        topic,
+                        partition,
+                        r.offset,
+                        kd(r.key) if kd and r.key is not None else r.key,
+                        vd(r.value) if vd and r.value is not None else r.value,
+                        r.timestamp,
+                        r.headers,
+                    )
+                    for r in batch
+                ]
+        if out and out[0].offset < start:
+            out = [m for m in out if m.offset >= start]
+        return out
 
     async def _dispatch(self, sub: _Subscription) -> None:
         loop = asyncio.get_running_loop()
@@ -390,14 +400,18 @@ class Consumer:
         handler = sub.handler
         assert handler is not None
         handled = 0
+        is_async = sub.is_async
         try:
             for message in chunk.messages:
                 delay = self.config.backoff
                 while chunk.epoch == self._epoch:
                     try:
-                        result = handler(message)
-                        if inspect.isawaitable(result):
-                            await result
+                        if is_async:
+                            await handler(message)
+                        else:
+                            result = handler(message)
+                            if result is not None and inspect.isawaitable(result):
+                                await result
                         break
                     except Exception:
                         log.exception(

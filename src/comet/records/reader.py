@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from comet.records.batch import iter_batches
+
+# aiokafka's C reader of one batch: iterating it yields record objects with
+# offset, timestamp, key, value and headers (for hot loops in the client).
+RecordBatchReader = DefaultRecordBatch
 
 
 class Record(NamedTuple):
@@ -18,17 +22,6 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
-
-
-def iter_record_views(buf: bytes | bytearray | memoryview) -> Iterator[Any]:
-    """Yield aiokafka's record objects (offset, timestamp, key, value, headers) of every batch.
-
-    The low-level form of decode_batches for hot loops that build their own
-    objects; skipping records below a start offset is the caller's job.
-    """
-    view = memoryview(buf)
-    for pos, header in iter_batches(view):
-        yield from DefaultRecordBatch(bytes(view[pos : pos + header.size]))
 
 
 def decode_batches(buf: bytes | bytearray | memoryview, start_offset: int = 0) -> Iterator[Record]:
