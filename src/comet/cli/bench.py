@@ -54,6 +54,28 @@ class BenchResult:
     broker_cpu_s: float | None = None
     broker_peak_rss_mb: float | None = None
 
+    @classmethod
+    def measure(
+        cls,
+        phase: str,
+        records: int,
+        size: int,
+        seconds: float,
+        latencies: list[float],
+        cpu_start: float,
+    ) -> BenchResult:
+        """Figures of a phase that moved `records` in `seconds` since process CPU `cpu_start`."""
+        return cls(
+            phase,
+            records,
+            size,
+            round(seconds, 3),
+            round(records / seconds),
+            round(records * size / seconds / 1e6, 3),
+            _percentiles(latencies),
+            round(time.process_time() - cpu_start, 2),
+        )
+
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
     if not samples:
@@ -135,16 +157,7 @@ async def run_produce(
     if errors:
         raise errors[0]
     seconds = time.perf_counter() - t0
-    return BenchResult(
-        "produce",
-        count,
-        size,
-        round(seconds, 3),
-        round(count / seconds),
-        round(count * size / seconds / 1e6, 1),
-        _percentiles(latencies),
-        round(time.process_time() - cpu0, 2),
-    )
+    return BenchResult.measure("produce", count, size, seconds, latencies, cpu0)
 
 
 async def run_consume(
@@ -178,16 +191,7 @@ async def run_consume(
     t0 = time.perf_counter()
     await asyncio.gather(*(drain(p) for p in range(partitions)))
     seconds = time.perf_counter() - t0
-    return BenchResult(
-        "consume",
-        seen,
-        size,
-        round(seconds, 3),
-        round(seen / seconds),
-        round(seen * size / seconds / 1e6, 1),
-        {},
-        round(time.process_time() - cpu0, 2),
-    )
+    return BenchResult.measure("consume", seen, size, seconds, [], cpu0)
 
 
 async def run_client_produce(
@@ -236,16 +240,7 @@ async def run_client_produce(
                 await asyncio.sleep(0)
         await producer.flush()
     seconds = time.perf_counter() - t0
-    return BenchResult(
-        "produce",
-        count,
-        size,
-        round(seconds, 3),
-        round(count / seconds),
-        round(count * size / seconds / 1e6, 1),
-        _percentiles(latencies),
-        round(time.process_time() - cpu0, 2),
-    )
+    return BenchResult.measure("produce", count, size, seconds, latencies, cpu0)
 
 
 async def run_client_consume(
@@ -273,16 +268,7 @@ async def run_client_consume(
             if seen >= count:
                 break
     seconds = time.perf_counter() - t0
-    return BenchResult(
-        "consume",
-        seen,
-        size,
-        round(seconds, 3),
-        round(seen / seconds),
-        round(seen * size / seconds / 1e6, 1),
-        {},
-        round(time.process_time() - cpu0, 2),
-    )
+    return BenchResult.measure("consume", seen, size, seconds, [], cpu0)
 
 
 async def run_e2e(
@@ -323,16 +309,7 @@ async def run_e2e(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 30)
         seconds = time.perf_counter() - t0
-    return BenchResult(
-        "e2e",
-        len(latencies),
-        size,
-        round(seconds, 3),
-        round(len(latencies) / seconds),
-        round(len(latencies) * size / seconds / 1e6, 3),
-        _percentiles(latencies),
-        round(time.process_time() - cpu0, 2),
-    )
+    return BenchResult.measure("e2e", len(latencies), size, seconds, latencies, cpu0)
 
 
 @click.command("bench")
