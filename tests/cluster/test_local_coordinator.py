@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from comet.cluster import (
     BrokerRecord,
     LocalCoordinator,
+    StaleStateError,
     TopicExistsError,
     TopicNotFoundError,
     TopicSpec,
@@ -61,7 +63,7 @@ async def test_listeners_run_after_each_change(tmp_path: Path) -> None:
     async def listener() -> None:
         seen.append([t.name for t in await c.list_topics()])
 
-    c.add_topic_listener(listener)
+    c.add_listener(listener)
     await c.create_topic(TopicSpec("a", 1, 1))
     await c.create_topic(TopicSpec("b", 1, 1))
     await c.delete_topic("a")
@@ -248,3 +250,21 @@ async def test_a_damaged_offsets_file_is_named_not_guessed(tmp_path: Path, conte
     (tmp_path / OFFSETS_FILE).write_bytes(content)
     with pytest.raises(OffsetsFileError, match=OFFSETS_FILE):
         await started(tmp_path)
+
+
+async def test_partition_state_compare_and_set(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    [state] = await c.create_topic(TopicSpec("t", 1, 1))
+    offline = dataclasses.replace(state, leader="", leader_epoch=state.leader_epoch + 1)
+    stored = await c.update_partition_state(state, offline)
+    assert (stored.leader, stored.leader_epoch, stored.version) == ("", 1, state.version + 1)
+    assert (await c.partition_states("t"))[0] == stored
+    with pytest.raises(StaleStateError, match="version"):
+        await c.update_partition_state(state, offline)  # based on the old version
+
+
+async def test_producer_ids_are_unique_across_restarts(tmp_path: Path) -> None:
+    c = await started(tmp_path)
+    first = [await c.allocate_producer_id() for _ in range(3)]
+    again = await started(tmp_path)
+    assert len({*first, await again.allocate_producer_id()}) == 4

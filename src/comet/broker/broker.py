@@ -84,7 +84,7 @@ class Broker:
         self.logs.lock()
         try:
             await self.coordinator.start(self.me)
-            self.coordinator.add_topic_listener(self._converge)
+            self.coordinator.add_listener(self._converge)
             await self._converge()
             # after _converge, so its topic listener runs after the logs are opened
             await self.groups.start()

@@ -125,7 +125,7 @@ class GroupCoordinator:
 
     async def start(self) -> None:
         """Learn the topics, follow their changes and start the expiry task."""
-        self._coordinator.add_topic_listener(self._on_topics_changed)
+        self._coordinator.add_listener(self._on_topics_changed)
         self._partition_counts = await self._load_partition_counts()
         self._serving = True
         if self._check_interval_s is not None:

@@ -50,12 +50,26 @@ class PartitionState:
     topic: str
     partition: int
     replicas: tuple[str, ...]
-    leader: str
+    leader: str  # "" while the partition has no live leader (offline)
     leader_epoch: int
     isr: tuple[str, ...]
+    # Version of the stored state (etcd: the key's mod revision); compare-and-set
+    # writes (update_partition_state) are conditioned on it.
+    version: int = 0
+
+    @property
+    def online(self) -> bool:
+        """True when the partition has a leader."""
+        return bool(self.leader)
 
 
-TopicListener = Callable[[], Awaitable[None]]
+MetadataListener = Callable[[], Awaitable[None]]
+# Kept for readers of older code: every listener hears every metadata change.
+TopicListener = MetadataListener
+
+
+class StaleStateError(CoordinatorError):
+    """A compare-and-set write found a newer version than the one it was based on."""
 
 
 class Coordinator(Protocol):
@@ -67,8 +81,16 @@ class Coordinator(Protocol):
       brokers and raises TopicExistsError when the name is taken.
     - `delete_topic` removes the topic and its partition states; it raises
       TopicNotFoundError when there is no such topic.
-    - Listeners added with `add_topic_listener` are awaited after every
-      change of the topic set, in this process or (cluster mode) another.
+    - Listeners added with `add_listener` are awaited after every change of
+      the topic set, of a partition state or of the live brokers, made in
+      this process or (cluster mode) another. Changes may be coalesced: a
+      listener re-reads what it needs.
+    - `update_partition_state` is a compare-and-set: it stores `new` only if
+      the stored state still has `expected.version`, and raises
+      StaleStateError otherwise. Leaders, leader epochs and ISRs change only
+      through it (fencing: a writer that read an old state cannot win).
+    - `allocate_producer_id` returns a cluster-unique id, never reused, also
+      across restarts.
 
     Committed offsets of consumer groups (the next offset to consume, per
     group and (topic, partition)):
@@ -121,8 +143,18 @@ class Coordinator(Protocol):
         """The partition states of a topic ordered by partition; TopicNotFoundError if none."""
         ...
 
-    def add_topic_listener(self, listener: TopicListener) -> None:
-        """Call `listener` after every change of the topic set."""
+    def add_listener(self, listener: MetadataListener) -> None:
+        """Await `listener` after every change of topics, partition states or brokers."""
+        ...
+
+    async def update_partition_state(
+        self, expected: PartitionState, new: PartitionState
+    ) -> PartitionState:
+        """Replace `expected` by `new` if unchanged since; return the stored state."""
+        ...
+
+    async def allocate_producer_id(self) -> int:
+        """A new producer id, unique in the cluster for good."""
         ...
 
     async def commit_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:

@@ -26,6 +26,7 @@ the topic and rewriting the offsets) are dropped on start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import uuid
@@ -38,9 +39,10 @@ import structlog
 from comet.cluster.coordinator import (
     BrokerRecord,
     CoordinatorError,
+    MetadataListener,
     PartitionState,
+    StaleStateError,
     TopicExistsError,
-    TopicListener,
     TopicNotFoundError,
     TopicSpec,
 )
@@ -89,8 +91,13 @@ class LocalCoordinator:
         self._broker: BrokerRecord | None = None
         self._topics: dict[str, TopicSpec] = {}
         self._cluster_id = ""
-        self._listeners: list[TopicListener] = []
+        self._listeners: list[MetadataListener] = []
         self._lock = asyncio.Lock()
+        # States changed through update_partition_state; the rest are derived
+        # (one broker leads every partition at epoch 0). Not persisted: with a
+        # single replica nothing depends on them across restarts.
+        self._changed_states: dict[tuple[str, int], PartitionState] = {}
+        self._next_producer_id = 0
         self._offsets = LocalOffsetStore(self._dir / OFFSETS_FILE)
 
     @property
@@ -118,6 +125,7 @@ class LocalCoordinator:
         try:
             self._topics = _parse_document(doc)
             self._cluster_id = str(doc["cluster_id"])
+            self._next_producer_id = int(doc.get("next_producer_id", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise MetadataFileError(
                 f"metadata file {self._path} is not valid Comet metadata: {exc}"
@@ -127,6 +135,7 @@ class LocalCoordinator:
         doc = {
             "format": FORMAT_VERSION,
             "cluster_id": self._cluster_id,
+            "next_producer_id": self._next_producer_id,
             "topics": {
                 t.name: {
                     "partitions": t.partitions,
@@ -177,6 +186,8 @@ class LocalCoordinator:
             except BaseException:
                 self._topics[name] = spec
                 raise
+            for key in [k for k in self._changed_states if k[0] == name]:
+                del self._changed_states[key]
         try:
             await self._offsets.drop_topic(name)
         except OSError as exc:
@@ -200,9 +211,41 @@ class LocalCoordinator:
             raise TopicNotFoundError(f"topic {topic!r} does not exist")
         return self._states(spec)
 
-    def add_topic_listener(self, listener: TopicListener) -> None:
-        """Call `listener` after every change of the topic set."""
+    def add_listener(self, listener: MetadataListener) -> None:
+        """Await `listener` after every metadata change."""
         self._listeners.append(listener)
+
+    async def update_partition_state(
+        self, expected: PartitionState, new: PartitionState
+    ) -> PartitionState:
+        """Compare-and-set one partition state (in memory; see __init__)."""
+        key = (expected.topic, expected.partition)
+        async with self._lock:
+            spec = self._topics.get(expected.topic)
+            if spec is None or not 0 <= expected.partition < spec.partitions:
+                raise TopicNotFoundError(f"{expected.topic}/{expected.partition} does not exist")
+            current = self._changed_states.get(key) or self._states(spec)[expected.partition]
+            if current.version != expected.version:
+                raise StaleStateError(
+                    f"{expected.topic}/{expected.partition}: state version is {current.version}, "
+                    f"not {expected.version}"
+                )
+            stored = dataclasses.replace(new, version=current.version + 1)
+            self._changed_states[key] = stored
+        await self._notify()
+        return stored
+
+    async def allocate_producer_id(self) -> int:
+        """The next producer id, persisted before it is handed out."""
+        async with self._lock:
+            pid = self._next_producer_id
+            self._next_producer_id += 1
+            try:
+                await self._save()
+            except BaseException:
+                self._next_producer_id = pid
+                raise
+        return pid
 
     async def commit_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
         """Store offsets of `group`; durable (fsynced) before it returns."""
@@ -234,7 +277,9 @@ class LocalCoordinator:
         assert self._broker is not None, "start() first"
         me = (self._broker.id,)
         return [
-            PartitionState(spec.name, p, me, self._broker.id, 0, me) for p in range(spec.partitions)
+            self._changed_states.get((spec.name, p))
+            or PartitionState(spec.name, p, me, self._broker.id, 0, me)
+            for p in range(spec.partitions)
         ]
 
     async def _notify(self) -> None:
