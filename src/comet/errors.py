@@ -66,6 +66,12 @@ class NotLeaderError(FailedPreconditionError):
         self.leader_address = leader_address
 
 
+class NotCoordinatorError(FailedPreconditionError):
+    """The broker does not coordinate the group (FAILED_PRECONDITION); find the coordinator."""
+
+    retriable = True
+
+
 class StaleGenerationError(FailedPreconditionError):
     """A group call from an old generation; re-join the group (its offsets were not committed)."""
 
@@ -113,6 +119,7 @@ _BY_CODE: dict[grpc.StatusCode, type[CometError]] = {
 # precise client type than their status code alone gives.
 _BY_REASON: dict[str, type[CometError]] = {
     "StaleGenerationError": StaleGenerationError,
+    "NotCoordinatorError": NotCoordinatorError,
     "UnknownMemberError": UnknownMemberError,
     "GroupNotFoundError": GroupNotFoundError,
     "GroupNotEmptyError": GroupNotEmptyError,

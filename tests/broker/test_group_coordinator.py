@@ -59,12 +59,12 @@ class MemoryLogs:
         self.records[key] = [r for r in self.records.get(key, []) if r.offset >= new_start]
         self.start[key] = new_start
 
-    def log_range(self, topic: str, partition: int) -> tuple[int, int]:
+    async def log_range(self, topic: str, partition: int) -> tuple[int, int]:
         key = (topic, partition)
         start = self.start.get(key, 0)
         return start, start + len(self.records.get(key, []))
 
-    def read_records(
+    async def read_records(
         self, topic: str, partition: int, offset: int, max_records: int
     ) -> list[Record]:
         return [r for r in self.records.get((topic, partition), []) if r.offset >= offset][

@@ -27,6 +27,7 @@ from comet.errors import (
     BrokerUnavailableError,
     ClientClosedError,
     CometError,
+    NotCoordinatorError,
     NotLeaderError,
     TopicAlreadyExistsError,
     TopicNotFoundError,
@@ -68,6 +69,7 @@ class CometClient:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._next_bootstrap = 0
         self._metadata: ClusterMetadata | None = None
+        self._coordinators: dict[str, str] = {}
         self._closed = False
 
     async def __aenter__(self) -> CometClient:
@@ -320,11 +322,30 @@ class CometClient:
 
     # --- consumer groups ------------------------------------------------------
 
+    async def coordinator_address(self, group: str, *, refresh: bool = False) -> str:
+        """Address of the broker coordinating `group` (asked of any broker, then cached)."""
+        cached = self._coordinators.get(group)
+        if cached is not None and not refresh:
+            return cached
+        request = pb.FindCoordinatorRequest(group=group)
+        reply: pb.FindCoordinatorResponse = await self.call_any(
+            lambda s: s.FindCoordinator(request, timeout=self.timeout)
+        )
+        bootstrap_host = host_of(self.bootstrap[self._next_bootstrap])
+        address = resolve_advertised(reply.address, bootstrap_host)
+        self._coordinators[group] = address
+        return address
+
     async def _call_group(
         self, group: str, call: Callable[[broker_pb2_grpc.BrokerServiceStub], Awaitable[T]]
     ) -> T:
-        """Call the group's coordinator (single-broker mode: any reachable broker)."""
-        return await self.call_any(call)
+        """Call the group's coordinator; after "not coordinator" or no answer, find it again."""
+        address = await self.coordinator_address(group)
+        try:
+            return await self.call_address(address, call)
+        except (NotCoordinatorError, BrokerUnavailableError):
+            address = await self.coordinator_address(group, refresh=True)
+            return await self.call_address(address, call)
 
     async def join_group(
         self,

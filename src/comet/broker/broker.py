@@ -14,6 +14,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -21,6 +22,8 @@ from comet.broker.config import DEFAULT_FETCH_MAX_BYTES, BrokerConfig
 from comet.broker.errors import (
     BrokerUnavailableError,
     InvalidRequestError,
+    NotCoordinatorError,
+    NotLeaderError,
     PartitionNotFoundError,
     TopicAlreadyExistsError,
     TopicNotFoundError,
@@ -52,6 +55,20 @@ DEFAULT_CONSUME_RECORDS = 100
 MAX_CONSUME_RECORDS = 10_000
 
 
+class RemoteReader(Protocol):
+    """Reads from a partition's leader on another broker (provided by the server layer)."""
+
+    async def read_records(
+        self, address: str, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Record]:
+        """Up to max_records records of topic/partition from `offset`, read at `address`."""
+        ...
+
+    async def log_range(self, address: str, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of topic/partition, asked at `address`."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class TopicDescription:
     """A topic with its effective config and per-partition log figures."""
@@ -71,11 +88,16 @@ class Broker:
         self.me = BrokerRecord(config.broker_id, config.advertised)
         self.groups = GroupCoordinator(coordinator, self, coordinator_id=config.broker_id)
         self._partitions: dict[tuple[str, int], Partition] = {}
+        # Latest known state of every partition in the cluster, and where brokers are.
+        self._states: dict[tuple[str, int], PartitionState] = {}
+        self._addresses: dict[str, str] = {}
         self._topics: dict[str, TopicSpec] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._converge_lock = asyncio.Lock()
         self._running = False
+        # Reads of partitions led elsewhere (group Poll in cluster mode); set by the server.
+        self.remote: RemoteReader | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -129,33 +151,48 @@ class Broker:
             partition.close_waiters()
 
     async def _converge(self) -> None:
-        """Make local logs match the coordinator: open hosted partitions, drop deleted topics."""
+        """Make local logs match the coordinator.
+
+        Opens the partitions this broker hosts (as leader or follower), drops
+        deleted topics, and refreshes every hosted partition's leadership
+        (leader, epoch, ISR) and the broker address book.
+        """
         async with self._converge_lock:
+            self._addresses = {b.id: b.address for b in await self.coordinator.list_brokers()}
             specs = {t.name: t for t in await self.coordinator.list_topics()}
             for name in set(self._topics) - set(specs):
                 await self._drop_topic(name)
             for name in self.logs.topics_on_disk() - set(specs):
                 log.warning("topic.orphan_removed", topic=name)
                 await self.logs.delete_topic(name)
-            for name, spec in specs.items():
-                if name not in self._topics:
-                    await self._open_topic(spec)
+            for spec in specs.values():
+                await self._converge_topic(spec)
 
-    async def _open_topic(self, spec: TopicSpec) -> None:
-        for state in await self.coordinator.partition_states(spec.name):
-            if self.me.id in state.replicas:
+    async def _converge_topic(self, spec: TopicSpec) -> None:
+        try:
+            states = await self.coordinator.partition_states(spec.name)
+        except CoordTopicNotFound:
+            return  # deleted meanwhile: the next round drops it
+        for state in states:
+            key = (spec.name, state.partition)
+            partition = self._partitions.get(key)
+            if partition is None and self.me.id in state.replicas:
                 plog = await asyncio.to_thread(
                     self.logs.open_log, spec.name, state.partition, spec.config
                 )
-                self._partitions[(spec.name, state.partition)] = Partition(
-                    spec.name, state.partition, plog, state.leader_epoch
-                )
+                partition = Partition(spec.name, state.partition, plog, state.leader_epoch)
+                self._partitions[key] = partition
+            if partition is not None:
+                partition.update_state(state, self.me.id)
+            self._states[key] = state
         self._topics[spec.name] = spec
-        self._round_robin[spec.name] = itertools.count()
+        self._round_robin.setdefault(spec.name, itertools.count())
 
     async def _drop_topic(self, name: str) -> None:
         self._topics.pop(name, None)
         self._round_robin.pop(name, None)
+        for key in [k for k in self._states if k[0] == name]:
+            del self._states[key]
         for key in [k for k in self._partitions if k[0] == name]:
             partition = self._partitions.pop(key)
             partition.close_waiters(TopicNotFoundError(f"topic {name!r} was deleted"))
@@ -269,17 +306,46 @@ class Broker:
     # --- data path ---------------------------------------------------------
 
     def partition(self, topic: str, index: int) -> Partition:
-        """The hosted partition, or NOT_FOUND naming what is missing."""
+        """The partition if this broker leads it; NOT_FOUND or NotLeaderError otherwise."""
         found = self._partitions.get((topic, index))
-        if found is not None:
+        if found is not None and found.is_leader:
             return found
         validate_topic_name(topic, "topic")
         spec = self._topics.get(topic)
         if spec is None:
             raise TopicNotFoundError(f"topic {topic!r} does not exist")
-        raise PartitionNotFoundError(
-            f"partition: topic {topic!r} has partitions 0..{spec.partitions - 1}, not {index}"
+        if not 0 <= index < spec.partitions:
+            raise PartitionNotFoundError(
+                f"partition: topic {topic!r} has partitions 0..{spec.partitions - 1}, not {index}"
+            )
+        raise self.not_leader(topic, index)
+
+    def not_leader(self, topic: str, index: int) -> NotLeaderError:
+        """The error that sends a client to the partition's leader (or says there is none)."""
+        state = self._states.get((topic, index))
+        leader = state.leader if state is not None else ""
+        if not leader:
+            return NotLeaderError(
+                f"{topic}/{index} has no live leader right now; retry after a metadata refresh"
+            )
+        address = self._addresses.get(leader, "")
+        return NotLeaderError(
+            f"{topic}/{index} is led by broker {leader} at {address or 'an unknown address'}, "
+            f"not by {self.me.id}",
+            leader,
+            address,
         )
+
+    def leader_address(self, topic: str, index: int) -> tuple[str, str] | None:
+        """(leader id, address) of a partition as this broker knows it, or None."""
+        state = self._states.get((topic, index))
+        if state is None or not state.leader:
+            return None
+        return state.leader, self._addresses.get(state.leader, "")
+
+    def broker_address(self, broker_id: str) -> str | None:
+        """Address of a live broker, or None."""
+        return self._addresses.get(broker_id)
 
     async def produce_batch(
         self, topic: str, partition: int, records: bytes, acks: int, timeout_ms: int
@@ -384,17 +450,16 @@ class Broker:
     async def consume(
         self, topic: str, partition: int, offset: int, max_records: int
     ) -> list[Record]:
-        """Original Consume: up to max_records decoded records from `offset`."""
+        """Original Consume: up to max_records decoded records from `offset` (leader only)."""
         self._check_running()
         if max_records < 0:
             raise InvalidRequestError(f"max_records: must be >= 0, got {max_records}")
         limit = min(max_records or DEFAULT_CONSUME_RECORDS, MAX_CONSUME_RECORDS)
-        return self.read_records(topic, partition, offset, limit)
+        return self._read_local(topic, partition, offset, limit)
 
-    def read_records(
+    def _read_local(
         self, topic: str, partition: int, offset: int, max_records: int
     ) -> list[Record]:
-        """Up to max_records decoded records of a hosted partition from `offset`, below the HW."""
         target = self.partition(topic, partition)
         out: list[Record] = []
         position = offset
@@ -411,10 +476,61 @@ class Broker:
             position = out[-1].offset + 1
         return out
 
-    def log_range(self, topic: str, partition: int) -> tuple[int, int]:
-        """(log start offset, high watermark) of a hosted partition."""
-        target = self.partition(topic, partition)
-        return target.log.log_start_offset, target.high_watermark
+    async def read_records(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Record]:
+        """Up to max_records records from `offset` below the HW, read here or at the leader."""
+        if self._leads(topic, partition) or self.remote is None:
+            return self._read_local(topic, partition, offset, max_records)
+        leader = self.leader_address(topic, partition)
+        if leader is None or not leader[1]:
+            raise self.not_leader(topic, partition)
+        return await self.remote.read_records(leader[1], topic, partition, offset, max_records)
+
+    async def log_range(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of a partition, asked of its leader if needed."""
+        if self._leads(topic, partition) or self.remote is None:
+            target = self.partition(topic, partition)
+            return target.log.log_start_offset, target.high_watermark
+        leader = self.leader_address(topic, partition)
+        if leader is None or not leader[1]:
+            raise self.not_leader(topic, partition)
+        return await self.remote.log_range(leader[1], topic, partition)
+
+    def _leads(self, topic: str, partition: int) -> bool:
+        found = self._partitions.get((topic, partition))
+        return found is not None and found.is_leader
+
+    def coordinator_for(self, group: str) -> str:
+        """Id of the broker coordinating `group`: a fixed hash over the live brokers."""
+        ids = sorted(self._addresses) or [self.me.id]
+        return ids[zlib.crc32(group.encode()) % len(ids)]
+
+    def forward_target(self, topic: str, partition: int) -> str | None:
+        """Address of the leader to forward a read to, or None to serve it here."""
+        if self._leads(topic, partition):
+            return None
+        leader = self.leader_address(topic, partition)
+        if leader is None or not leader[1] or leader[0] == self.me.id:
+            return None  # no leader known: serving here answers the precise error
+        return leader[1]
+
+    def group_forward_target(self, group: str) -> str | None:
+        """Address of the group's coordinator if it is another broker, else None."""
+        owner = self.coordinator_for(group)
+        if owner == self.me.id:
+            return None
+        return self._addresses.get(owner) or None
+
+    def check_group_coordinator(self, group: str) -> None:
+        """Raise NotCoordinatorError unless this broker coordinates `group`."""
+        owner = self.coordinator_for(group)
+        if owner != self.me.id:
+            raise NotCoordinatorError(
+                f"group {group!r} is coordinated by broker {owner}, not {self.me.id}",
+                owner,
+                self._addresses.get(owner, ""),
+            )
 
     def _check_running(self) -> None:
         if not self._running:

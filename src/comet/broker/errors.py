@@ -14,6 +14,8 @@ class BrokerError(Exception):
     """Base of errors that become a gRPC status."""
 
     status: ClassVar[str] = "INTERNAL"
+    # Extra trailing metadata for the gRPC status (e.g. a legacy response body).
+    extra_metadata: tuple[tuple[str, str | bytes], ...] = ()
 
 
 # --- the request is wrong: retrying the same request cannot help ----------
@@ -106,6 +108,19 @@ class NotLeaderError(BrokerError):
         super().__init__(message)
         self.leader_id = leader_id
         self.leader_address = leader_address
+
+
+class NotCoordinatorError(BrokerError):
+    """This broker does not coordinate the group; `coordinator_id` names the one that does."""
+
+    status = "FAILED_PRECONDITION"
+
+    def __init__(
+        self, message: str, coordinator_id: str = "", coordinator_address: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.coordinator_id = coordinator_id
+        self.coordinator_address = coordinator_address
 
 
 class BrokerUnavailableError(BrokerError):

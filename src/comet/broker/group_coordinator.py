@@ -88,11 +88,11 @@ _MEMBER_PREFIX_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 class GroupLogs(Protocol):
     """What the group coordinator reads from partition logs (the Broker provides it)."""
 
-    def log_range(self, topic: str, partition: int) -> tuple[int, int]:
-        """(log start offset, high watermark) of a hosted partition; BrokerError if not hosted."""
+    async def log_range(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of a partition, from its leader; BrokerError."""
         ...
 
-    def read_records(
+    async def read_records(
         self, topic: str, partition: int, offset: int, max_records: int
     ) -> list[Record]:
         """Up to max_records records from `offset`, all below the high watermark."""
@@ -332,7 +332,7 @@ class GroupCoordinator:
                 partitions.update(member.assignment)
             for topic in g.topics():
                 partitions.update((topic, p) for p in range(self._partition_counts.get(topic, 0)))
-        lags = [self._lag(tp, committed.get(tp, -1)) for tp in sorted(partitions)]
+        lags = [await self._lag(tp, committed.get(tp, -1)) for tp in sorted(partitions)]
         if g is None:
             return GroupDescription(group, GroupState.EMPTY, 0, members, lags)
         return GroupDescription(group, g.state, g.generation, members, lags)
@@ -407,7 +407,7 @@ class GroupCoordinator:
             committed = await self._coordinator.fetch_offsets(group)
             if g.generation != generation or g.members.get(member_id) is not member:
                 return PollResult(True, g.generation, [])
-            records = self._read_fairly(topic, partitions, committed, limit, member)
+            records = await self._read_fairly(topic, partitions, committed, limit, member)
             if records:
                 ends = {(r.topic, r.partition): r.record.offset + 1 for r in records}
                 await self._store_offsets(group, ends)
@@ -563,15 +563,15 @@ class GroupCoordinator:
     async def _load_partition_counts(self) -> dict[str, int]:
         return {t.name: t.partitions for t in await self._coordinator.list_topics()}
 
-    def _lag(self, tp: TopicPartition, committed: int) -> PartitionLag:
+    async def _lag(self, tp: TopicPartition, committed: int) -> PartitionLag:
         try:
-            log_start, log_end = self._logs.log_range(*tp)
+            log_start, log_end = await self._logs.log_range(*tp)
         except BrokerError:
             return PartitionLag(tp[0], tp[1], committed, -1, -1)
         lag = log_end - (committed if committed >= 0 else log_start)
         return PartitionLag(tp[0], tp[1], committed, log_end, max(lag, 0))
 
-    def _read_fairly(
+    async def _read_fairly(
         self,
         topic: str,
         partitions: list[int],
@@ -592,7 +592,7 @@ class GroupCoordinator:
         ends: dict[int, int] = {}
         for p in order:
             try:
-                log_start, high_watermark = self._logs.log_range(topic, p)
+                log_start, high_watermark = await self._logs.log_range(topic, p)
             except (TopicNotFoundError, PartitionNotFoundError):
                 continue  # deleted meanwhile; the rebalance that follows drops it
             # below the log start: retention removed it; above the end: the log was cut
@@ -612,7 +612,7 @@ class GroupCoordinator:
                     break
                 if positions[p] >= ends[p]:
                     continue
-                records = self._logs.read_records(topic, p, positions[p], room)
+                records = await self._logs.read_records(topic, p, positions[p], room)
                 if records:
                     got[p].extend(records)
                     positions[p] = records[-1].offset + 1

@@ -10,10 +10,12 @@ from comet.broker.errors import (
     BrokerError,
     CorruptDataError,
     InvalidRequestError,
+    NotLeaderError,
     OffsetOutOfRangeError,
     RequestTooLargeError,
     StorageFullError,
 )
+from comet.cluster import PartitionState
 from comet.records import InvalidBatchError, validate_batches
 from comet.storage import (
     AppendInfo,
@@ -47,10 +49,21 @@ class Partition:
         self.index = index
         self.log = log
         self.leader_epoch = leader_epoch
+        self.is_leader = True
+        self.state: PartitionState | None = None
         self.flusher = LogFlusher(log)
         self._data_arrived: asyncio.Future[None] | None = None
         self._closed = False
         self._gone: BrokerError | None = None
+
+    def update_state(self, state: PartitionState, me: str) -> None:
+        """Take the coordinator's view of leadership; answer long-polls when leadership moves."""
+        was_leader = self.is_leader
+        self.state = state
+        self.leader_epoch = state.leader_epoch
+        self.is_leader = state.leader == me
+        if was_leader and not self.is_leader:
+            self._wake_fetchers()
 
     @property
     def high_watermark(self) -> int:
@@ -109,6 +122,11 @@ class Partition:
         while True:
             if self._gone is not None:
                 raise self._gone
+            if not self.is_leader:
+                raise NotLeaderError(
+                    f"{self.topic}/{self.index}: leadership moved away from this broker; "
+                    "refresh metadata"
+                )
             result = self.read(offset, max_bytes)
             remaining = deadline - loop.time()
             if len(result.records) >= min_bytes or remaining <= 0 or self._closed:

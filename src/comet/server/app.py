@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from comet.broker import Broker, BrokerConfig
 from comet.cluster import Coordinator
+from comet.server.peers import PeerClients
 from comet.server.servicer import BrokerServicer
 from comet.v1 import broker_pb2, broker_pb2_grpc
 
@@ -47,6 +48,8 @@ class BrokerServer:
         self.broker = Broker(config, coordinator)
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self.peers = PeerClients()
+        self.broker.remote = self.peers
         self._health = health.aio.HealthServicer()
         self._stopped = asyncio.Event()
 
@@ -61,7 +64,9 @@ class BrokerServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self.broker), server)
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(
+            BrokerServicer(self.broker, self.peers), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -89,6 +94,7 @@ class BrokerServer:
         self.broker.release_fetchers()
         await server.stop(self.config.shutdown_grace_s)
         await self.broker.stop()
+        await self.peers.close()
         self._stopped.set()
 
     async def serve_until_signal(self) -> None:

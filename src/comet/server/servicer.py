@@ -6,15 +6,17 @@ logged and answered INTERNAL, so no request can take the broker down.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 import structlog
 
 from comet.broker import Broker
-from comet.broker.errors import BrokerError, NotLeaderError, UnimplementedError
+from comet.server.group_rpcs import GroupRpcs
+from comet.server.original_rpcs import OriginalRpcs
+from comet.server.peers import PeerClients
+from comet.server.rpc_errors import handles_errors
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
 
@@ -27,37 +29,12 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 NS_PER_MS = 1_000_000
 
 
-def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Map BrokerError to its status code and unexpected errors to INTERNAL."""
+class BrokerServicer(OriginalRpcs, GroupRpcs, broker_pb2_grpc.BrokerServiceServicer):
+    """The comet.v1.BrokerService implementation (original and group RPCs in mixins)."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        try:
-            return await method(self, request, context)
-        except BrokerError as exc:
-            metadata: tuple[tuple[str, str], ...] = (("comet-error", type(exc).__name__),)
-            if isinstance(exc, NotLeaderError) and exc.leader_id:
-                metadata += (
-                    ("comet-leader-id", exc.leader_id),
-                    ("comet-leader-address", exc.leader_address),
-                )
-            context.set_trailing_metadata(metadata)
-            await context.abort(grpc.StatusCode[exc.status], str(exc))
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("rpc.internal_error", rpc=method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error")
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    return wrapper
-
-
-class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
-    """The comet.v1.BrokerService implementation."""
-
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, peers: PeerClients | None = None) -> None:
         self.broker = broker
+        self.peers = peers or PeerClients()
 
     # --- admin -------------------------------------------------------------
 
@@ -209,201 +186,3 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         return pb.ListOffsetsResponse(
             topic=request.topic, partition=request.partition, offset=offset, timestamp_ms=ts
         )
-
-    # --- the original per-record API ----------------------------------------
-
-    @handles_errors
-    async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
-        """Original Produce: per-record list, broker chooses negative partitions."""
-        results = await self.broker.produce_records(
-            request.topic, [(r.partition, r.key, r.value) for r in request.records]
-        )
-        return pb.ProduceResponse(
-            results=[pb.ProduceResult(partition=p, offset=o) for p, o in results]
-        )
-
-    @handles_errors
-    async def Consume(self, request: pb.ConsumeRequest, context: Any) -> pb.ConsumeResponse:
-        """Original Consume: decoded records of one partition from an offset."""
-        records = await self.broker.consume(
-            request.topic, request.partition, request.offset, request.max_records
-        )
-        topic, partition = request.topic, request.partition
-        return pb.ConsumeResponse(
-            messages=[
-                pb.Message(
-                    offset=r.offset,
-                    key=r.key or b"",
-                    value=r.value or b"",
-                    timestamp=r.timestamp_ms * NS_PER_MS,
-                    partition=partition,
-                    topic=topic,
-                )
-                for r in records
-            ]
-        )
-
-    @handles_errors
-    async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> pb.SubscribeResponse:
-        """Original Subscribe: join `group` as a new member consuming `topic`."""
-        joined = await self.broker.groups.subscribe(request.topic, request.group)
-        return pb.SubscribeResponse(
-            member_id=joined.member_id,
-            partitions=joined.by_topic().get(request.topic, []),
-            generation=joined.generation,
-        )
-
-    @handles_errors
-    async def Poll(self, request: pb.PollRequest, context: Any) -> pb.PollResponse:
-        """Original Poll: heartbeat, then records from the committed offsets (committed after)."""
-        polled = await self.broker.groups.poll(
-            request.topic, request.group, request.member_id, request.max_records
-        )
-        return pb.PollResponse(
-            messages=[
-                pb.Message(
-                    offset=r.record.offset,
-                    key=r.record.key or b"",
-                    value=r.record.value or b"",
-                    timestamp=r.record.timestamp_ms * NS_PER_MS,
-                    partition=r.partition,
-                    topic=r.topic,
-                )
-                for r in polled.records
-            ],
-            rebalance=polled.rebalance,
-            generation=polled.generation,
-        )
-
-    @handles_errors
-    async def Unsubscribe(
-        self, request: pb.UnsubscribeRequest, context: Any
-    ) -> pb.UnsubscribeResponse:
-        """Original Unsubscribe: the member leaves its group."""
-        await self.broker.groups.unsubscribe(request.topic, request.group, request.member_id)
-        return pb.UnsubscribeResponse(success=True)
-
-    # --- consumer groups -------------------------------------------------------
-
-    @handles_errors
-    async def JoinGroup(self, request: pb.JoinGroupRequest, context: Any) -> pb.JoinGroupResponse:
-        """Join or re-join a group; answers when its rebalance completes."""
-        joined = await self.broker.groups.join(
-            request.group,
-            request.member_id,
-            list(request.topics),
-            request.session_timeout_ms,
-            request.client_id,
-            request.rebalance_timeout_ms,
-        )
-        return pb.JoinGroupResponse(
-            member_id=joined.member_id,
-            generation=joined.generation,
-            assignment=[
-                pb.TopicPartitions(topic=t, partitions=ps) for t, ps in joined.by_topic().items()
-            ],
-            session_timeout_ms=joined.session_timeout_ms,
-        )
-
-    @handles_errors
-    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
-        """Keep a membership alive; rebalance=true means re-join."""
-        beat = self.broker.groups.heartbeat(request.group, request.member_id, request.generation)
-        return pb.HeartbeatResponse(rebalance=beat.rebalance, generation=beat.generation)
-
-    @handles_errors
-    async def LeaveGroup(
-        self, request: pb.LeaveGroupRequest, context: Any
-    ) -> pb.LeaveGroupResponse:
-        """Leave a group now."""
-        self.broker.groups.leave(request.group, request.member_id)
-        return pb.LeaveGroupResponse()
-
-    @handles_errors
-    async def CommitOffsets(
-        self, request: pb.CommitOffsetsRequest, context: Any
-    ) -> pb.CommitOffsetsResponse:
-        """Commit offsets, fenced by member and generation."""
-        await self.broker.groups.commit_offsets(
-            request.group,
-            request.member_id,
-            request.generation,
-            {(o.topic, o.partition): o.offset for o in request.offsets},
-        )
-        return pb.CommitOffsetsResponse()
-
-    @handles_errors
-    async def FetchOffsets(
-        self, request: pb.FetchOffsetsRequest, context: Any
-    ) -> pb.FetchOffsetsResponse:
-        """Committed offsets (-1 = none) of some partitions, or all committed ones."""
-        wanted: dict[str, list[int]] = {}
-        for tp in request.partitions:
-            wanted.setdefault(tp.topic, []).extend(tp.partitions)
-        offsets = await self.broker.groups.fetch_offsets(request.group, wanted)
-        return pb.FetchOffsetsResponse(
-            offsets=[
-                pb.PartitionOffset(topic=t, partition=p, offset=o)
-                for (t, p), o in sorted(offsets.items())
-            ]
-        )
-
-    @handles_errors
-    async def DescribeGroup(
-        self, request: pb.DescribeGroupRequest, context: Any
-    ) -> pb.DescribeGroupResponse:
-        """State, generation, members with assignment, and lag per partition."""
-        d = await self.broker.groups.describe(request.group)
-        return pb.DescribeGroupResponse(
-            group=d.group,
-            state=d.state.value,
-            generation=d.generation,
-            members=[
-                pb.GroupMember(
-                    member_id=m.member_id,
-                    client_id=m.client_id,
-                    topics=m.topics,
-                    assignment=_topic_partitions(m.assignment),
-                )
-                for m in d.members
-            ],
-            offsets=[
-                pb.PartitionLag(
-                    topic=o.topic,
-                    partition=o.partition,
-                    committed=o.committed,
-                    log_end_offset=o.log_end_offset,
-                    lag=o.lag,
-                )
-                for o in d.offsets
-            ],
-            coordinator_id=self.broker.groups.coordinator_id,
-        )
-
-    @handles_errors
-    async def ListGroups(
-        self, request: pb.ListGroupsRequest, context: Any
-    ) -> pb.ListGroupsResponse:
-        """Groups with members or committed offsets."""
-        groups = await self.broker.groups.list_groups()
-        return pb.ListGroupsResponse(
-            groups=[
-                pb.GroupSummary(
-                    group=g.group, state=g.state.value, generation=g.generation, members=g.members
-                )
-                for g in groups
-            ]
-        )
-
-    @handles_errors
-    async def Replicate(self, request: pb.ReplicateRequest, context: Any) -> pb.ReplicateResponse:
-        """Replication arrives with cluster mode."""
-        raise UnimplementedError("Replicate: replication is not available in single-broker mode")
-
-
-def _topic_partitions(assignment: Iterable[tuple[str, int]]) -> list[pb.TopicPartitions]:
-    """(topic, partition) pairs as TopicPartitions, topics and partitions sorted."""
-    by_topic: dict[str, list[int]] = {}
-    for topic, partition in sorted(assignment):
-        by_topic.setdefault(topic, []).append(partition)
-    return [pb.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]

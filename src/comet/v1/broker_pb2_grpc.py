@@ -134,6 +134,11 @@ class BrokerServiceStub:
                 request_serializer=comet_dot_v1_dot_broker__pb2.ListGroupsRequest.SerializeToString,
                 response_deserializer=comet_dot_v1_dot_broker__pb2.ListGroupsResponse.FromString,
                 _registered_method=True)
+        self.FindCoordinator = channel.unary_unary(
+                '/comet.v1.BrokerService/FindCoordinator',
+                request_serializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorResponse.FromString,
+                _registered_method=True)
         self.DescribeTopic = channel.unary_unary(
                 '/comet.v1.BrokerService/DescribeTopic',
                 request_serializer=comet_dot_v1_dot_broker__pb2.DescribeTopicRequest.SerializeToString,
@@ -274,6 +279,14 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindCoordinator(self, request, context):
+        """Which broker coordinates a group (group calls elsewhere answer
+        FAILED_PRECONDITION naming it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeTopic(self, request, context):
         """--- admin -------------------------------------------------------------
         """
@@ -383,6 +396,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.ListGroups,
                     request_deserializer=comet_dot_v1_dot_broker__pb2.ListGroupsRequest.FromString,
                     response_serializer=comet_dot_v1_dot_broker__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorResponse.SerializeToString,
             ),
             'DescribeTopic': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeTopic,
@@ -930,6 +948,33 @@ class BrokerService:
             '/comet.v1.BrokerService/ListGroups',
             comet_dot_v1_dot_broker__pb2.ListGroupsRequest.SerializeToString,
             comet_dot_v1_dot_broker__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/FindCoordinator',
+            comet_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.FindCoordinatorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,87 @@
+"""Calls from this broker to other brokers: forwarding original RPCs and remote reads.
+
+One grpc.aio channel per peer address, created on first use and closed with
+the server. Errors of a forwarded call are passed back to the caller as they
+came (status code and trailing metadata), so a client sees the same answer
+it would have had from the peer.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from comet.broker.errors import BrokerUnavailableError
+from comet.records import Record
+from comet.v1 import broker_pb2 as pb
+from comet.v1 import broker_pb2_grpc
+
+NS_PER_MS = 1_000_000
+PEER_CALL_TIMEOUT_S = 30.0
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+class PeerClients:
+    """Stubs for the other brokers of the cluster, by address."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, broker_pb2_grpc.BrokerServiceStub] = {}
+
+    def stub(self, address: str) -> broker_pb2_grpc.BrokerServiceStub:
+        """The stub of the broker at `address`."""
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=_OPTIONS)
+            self._channels[address] = channel
+            stub = self._stubs[address] = broker_pb2_grpc.BrokerServiceStub(channel)
+        return stub
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels, self._channels = self._channels, {}
+        self._stubs.clear()
+        for channel in channels.values():
+            await channel.close()
+
+    # --- RemoteReader, for the group coordinator's Poll ------------------------
+
+    async def read_records(
+        self, address: str, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Record]:
+        """Records read at the leader with the original Consume call."""
+        request = pb.ConsumeRequest(
+            topic=topic, partition=partition, offset=offset, max_records=max_records
+        )
+        try:
+            reply = await self.stub(address).Consume(request, timeout=PEER_CALL_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise _unavailable(address, exc) from None
+        return [
+            Record(m.offset, m.timestamp // NS_PER_MS, m.key or None, m.value or None, [])
+            for m in reply.messages
+        ]
+
+    async def log_range(self, address: str, topic: str, partition: int) -> tuple[int, int]:
+        """(log start, high watermark) asked of the leader with ListOffsets."""
+        stub = self.stub(address)
+        try:
+            start = await stub.ListOffsets(
+                pb.ListOffsetsRequest(topic=topic, partition=partition, timestamp_ms=-2),
+                timeout=PEER_CALL_TIMEOUT_S,
+            )
+            end = await stub.ListOffsets(
+                pb.ListOffsetsRequest(topic=topic, partition=partition, timestamp_ms=-1),
+                timeout=PEER_CALL_TIMEOUT_S,
+            )
+        except grpc.RpcError as exc:
+            raise _unavailable(address, exc) from None
+        return start.offset, end.offset
+
+
+def _unavailable(address: str, exc: grpc.RpcError) -> BrokerUnavailableError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return BrokerUnavailableError(f"call to broker at {address} failed ({code}): {details}")
