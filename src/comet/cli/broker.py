@@ -26,8 +26,7 @@ from comet.broker.config import (
     DEFAULT_RETENTION_CHECK_INTERVAL_MS,
 )
 from comet.broker.log_manager import DataDirLockedError, LogManager, load_or_create_broker_id
-from comet.cluster import LocalCoordinator
-from comet.cluster.local import MetadataFileError
+from comet.cluster import Coordinator, CoordinatorError, LocalCoordinator
 from comet.logs import LEVELS, configure_logging
 from comet.server import BrokerServer, parse_listen_address
 from comet.server.app import AddressInUseError
@@ -224,10 +223,6 @@ def main(**options: object) -> None:
                 f"cannot reach etcd at {','.join(etcd)} ({problem}).\n"
                 'To run a single broker without etcd, pass --etcd "" (or set COMET_ETCD=).'
             )
-        _fail(
-            "cluster mode (etcd) is not available in this version yet; "
-            'run single-broker mode with --etcd "".'
-        )
     try:
         broker_id = str(options["broker_id"] or load_or_create_broker_id(data_dir))
     except OSError as exc:
@@ -244,11 +239,17 @@ def main(**options: object) -> None:
         produce_timeout_ms=int(options["produce_timeout_ms"]),  # type: ignore[arg-type]
         retention_check_interval_ms=int(options["retention_check_interval_ms"]),  # type: ignore[arg-type]
     )
-    coordinator = LocalCoordinator(LogManager(data_dir, defaults).meta_dir)
+    coordinator: Coordinator
+    if etcd:
+        from comet.cluster.etcd import EtcdCoordinator
+
+        coordinator = EtcdCoordinator(etcd)
+    else:
+        coordinator = LocalCoordinator(LogManager(data_dir, defaults).meta_dir)
     server = BrokerServer(config, coordinator)
     try:
         asyncio.run(server.serve_until_signal())
-    except (DataDirLockedError, MetadataFileError, AddressInUseError) as exc:
+    except (DataDirLockedError, CoordinatorError, AddressInUseError) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"broker failed: {exc}")

@@ -10,6 +10,7 @@ import grpc
 import structlog
 
 from comet.broker.errors import BrokerError, NotCoordinatorError, NotLeaderError
+from comet.cluster import CoordinatorError
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,13 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             await context.abort(grpc.StatusCode[exc.status], str(exc))
         except grpc.aio.AbortError:
             raise
+        except CoordinatorError as exc:
+            # The metadata store (etcd) failed under a call the broker did not map:
+            # retriable once it is back.
+            log.warning("rpc.coordinator_error", rpc=method.__name__, error=str(exc))
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"cluster metadata store unavailable: {exc}"
+            )
         except Exception:
             log.exception("rpc.internal_error", rpc=method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error")
