@@ -90,6 +90,14 @@ def _storage_defaults(options: dict[str, object]) -> LogConfig:
     help="Comma-separated etcd endpoints; empty = single-broker mode.",
 )
 @click.option(
+    "--etcd-lease-ttl",
+    envvar="COMET_ETCD_LEASE_TTL",
+    type=click.IntRange(1, 300),
+    default=10,
+    show_default=True,
+    help="Seconds after which a silent broker is considered dead (cluster mode).",
+)
+@click.option(
     "--log-level",
     envvar="COMET_LOG_LEVEL",
     default="info",
@@ -243,7 +251,7 @@ def main(**options: object) -> None:
     if etcd:
         from comet.cluster.etcd import EtcdCoordinator
 
-        coordinator = EtcdCoordinator(etcd)
+        coordinator = EtcdCoordinator(etcd, lease_ttl_s=int(options["etcd_lease_ttl"]))  # type: ignore[arg-type]
     else:
         coordinator = LocalCoordinator(LogManager(data_dir, defaults).meta_dir)
     server = BrokerServer(config, coordinator)
