@@ -10,6 +10,7 @@ import structlog
 
 from comet.storage.files import fsync_directory
 from comet.storage.index_file import TMP_SUFFIX
+from comet.storage.leader_epoch import CHECKPOINT_FILE
 from comet.storage.segment import LOG_SUFFIX
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,10 @@ def make_directory(path: Path) -> None:
         fsync_directory(directory.parent)
 
 
+# Files of a partition directory that are not segments.
+PARTITION_FILES = frozenset({CHECKPOINT_FILE})
+
+
 def segment_base_offsets(path: Path) -> list[int]:
     """Base offsets of the segments in `path`; strays and temp files are removed."""
     logs: set[int] = set()
@@ -38,6 +43,8 @@ def segment_base_offsets(path: Path) -> list[int]:
         if entry.name.endswith(TMP_SUFFIX):
             os.unlink(entry.path)
             log.info("log.temp_file_removed", file=entry.path)
+            continue
+        if entry.name in PARTITION_FILES:
             continue
         match = _SEGMENT_FILE.fullmatch(entry.name)
         if match is None or int(match[1]) > _MAX_BASE_OFFSET or not entry.is_file():

@@ -70,6 +70,7 @@ from comet.storage.errors import (
     io_error,
 )
 from comet.storage.files import fsync_directory
+from comet.storage.leader_epoch import LeaderEpochCache
 from comet.storage.segment import MAX_RELATIVE_OFFSET, LogSegment
 from comet.storage.time_index import NO_TIMESTAMP
 
@@ -143,6 +144,7 @@ class PartitionLog:
         self._state_lock = threading.Lock()  # flushed_offset and _truncations
         self._offline: StorageError | None = None
         self._closed = False
+        self.leader_epochs = LeaderEpochCache(directory)
 
     @classmethod
     def open(
@@ -174,6 +176,7 @@ class PartitionLog:
             raise
         plog = cls(path, config, segments, now_ms or _wall_clock_ms)
         try:
+            plog._load_leader_epochs()
             plog.flush()  # what recovery kept is durable from here on: flushed_offset = end
         except BaseException:
             for segment in segments:
@@ -189,6 +192,22 @@ class PartitionLog:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         return plog
+
+    def _load_leader_epochs(self) -> None:
+        """Load the leader-epoch checkpoint, rebuilding it from batch headers when needed."""
+        cache = LeaderEpochCache.load(self.directory)
+        if cache is None:
+            entries: list[tuple[int, int]] = []
+            for segment in self._segments:
+                for epoch, start in segment.epoch_starts():
+                    if epoch >= 0 and (not entries or epoch > entries[-1][0]):
+                        entries.append((epoch, start))
+            cache = LeaderEpochCache(self.directory, entries)
+            if entries:
+                cache.save()
+                log.info("leader_epoch.rebuilt", directory=str(self.directory), epochs=len(entries))
+        cache.truncate_from_end(self._log_end_offset)
+        self.leader_epochs = cache
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -248,6 +267,8 @@ class PartitionLog:
             if header.max_timestamp > max_ts:
                 max_ts = header.max_timestamp
         self._write(buf, headers, first, offset, max_ts)
+        if leader_epoch > self.leader_epochs.latest_epoch:
+            self.leader_epochs.assign(leader_epoch, first)
         return AppendInfo(first, offset - 1, count, max_ts, size)
 
     def append_stamped(
@@ -271,6 +292,10 @@ class PartitionLog:
             if header.max_timestamp > max_ts:
                 max_ts = header.max_timestamp
         self._write(buf, headers, first, expected, max_ts)
+        epochs = self.leader_epochs
+        for header in headers:
+            if header.partition_leader_epoch > epochs.latest_epoch:
+                epochs.assign(header.partition_leader_epoch, header.base_offset)
         return AppendInfo(first, expected - 1, count, max_ts, len(buf))
 
     def _write(
@@ -439,6 +464,7 @@ class PartitionLog:
             with self._state_lock:
                 self._truncations += 1
                 self._flushed_offset = min(self._flushed_offset, new_end)
+            self.leader_epochs.truncate_from_end(new_end)
         log.info(
             "log.truncated",
             directory=str(self.directory),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from comet.storage.offset_index import OffsetIndex
 from comet.storage.time_index import NO_TIMESTAMP, TimeIndex
 
 log = structlog.get_logger(__name__)
+_EPOCH = struct.Struct(">i")
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -390,6 +392,23 @@ class LogSegment:
                 "segment.corrupt_batch", file=self.path, position=pos + length, reason=problem
             )
         return (data if length == len(data) else data[:length]), first.base_offset, next_offset
+
+    def epoch_starts(self) -> list[tuple[int, int]]:
+        """(partition_leader_epoch, base_offset) of each batch that starts a new epoch.
+
+        A header scan of the whole segment (no CRC), for rebuilding the
+        leader-epoch checkpoint; rare, so simplicity beats speed here.
+        """
+        out: list[tuple[int, int]] = []
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            scanner = self.file.scanner(0, self.base_offset, verify_crc=False, end=self.size)
+            for batch in scanner:
+                epoch = _EPOCH.unpack(self.file.pread(4, batch.position + 12))[0]
+                if not out or epoch > out[-1][0]:
+                    out.append((epoch, batch.base_offset))
+        return out
 
     def _locate(self, offset: int, size: int) -> StoredBatch | None:
         """The batch containing `offset` (framing checked, no CRC), or None past the end."""
