@@ -139,6 +139,21 @@ class BrokerServiceStub:
                 request_serializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
                 response_deserializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorResponse.FromString,
                 _registered_method=True)
+        self.ReplicaFetch = channel.unary_unary(
+                '/comet.v1.BrokerService/ReplicaFetch',
+                request_serializer=comet_dot_v1_dot_broker__pb2.ReplicaFetchRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.ReplicaFetchResponse.FromString,
+                _registered_method=True)
+        self.OffsetForLeaderEpoch = channel.unary_unary(
+                '/comet.v1.BrokerService/OffsetForLeaderEpoch',
+                request_serializer=comet_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
+                _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/comet.v1.BrokerService/InitProducerId',
+                request_serializer=comet_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=comet_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
         self.DescribeTopic = channel.unary_unary(
                 '/comet.v1.BrokerService/DescribeTopic',
                 request_serializer=comet_dot_v1_dot_broker__pb2.DescribeTopicRequest.SerializeToString,
@@ -287,6 +302,30 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplicaFetch(self, request, context):
+        """--- replication (broker to broker) ----------------------------------------
+        A follower pulls batches from its leader, from its log end offset; the
+        offset it asks for tells the leader how far it has the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetForLeaderEpoch(self, request, context):
+        """Where the leader's log ends for a leader epoch: a follower truncates a
+        divergent tail there before fetching.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InitProducerId(self, request, context):
+        """--- idempotent producers ------------------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeTopic(self, request, context):
         """--- admin -------------------------------------------------------------
         """
@@ -401,6 +440,21 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.FindCoordinator,
                     request_deserializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorRequest.FromString,
                     response_serializer=comet_dot_v1_dot_broker__pb2.FindCoordinatorResponse.SerializeToString,
+            ),
+            'ReplicaFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaFetch,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.ReplicaFetchRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.ReplicaFetchResponse.SerializeToString,
+            ),
+            'OffsetForLeaderEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetForLeaderEpoch,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=comet_dot_v1_dot_broker__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=comet_dot_v1_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
             ),
             'DescribeTopic': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeTopic,
@@ -975,6 +1029,87 @@ class BrokerService:
             '/comet.v1.BrokerService/FindCoordinator',
             comet_dot_v1_dot_broker__pb2.FindCoordinatorRequest.SerializeToString,
             comet_dot_v1_dot_broker__pb2.FindCoordinatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/ReplicaFetch',
+            comet_dot_v1_dot_broker__pb2.ReplicaFetchRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.ReplicaFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetForLeaderEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/OffsetForLeaderEpoch',
+            comet_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comet.v1.BrokerService/InitProducerId',
+            comet_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+            comet_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,
