@@ -5,8 +5,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= data
 ADDR ?= :6174
+# make cluster: state, data and logs in $(CLUSTER_DIR); one broker per port; etcd on
+# ETCD_PORT (empty = a free port). make cluster-down CLEAN=1 also deletes the data.
+CLUSTER_DIR ?= .cluster
+CLUSTER_PORTS ?= 6174,6175,6176
+ETCD_PORT ?=
+CLEAN ?=
+COMPOSE ?= docker compose
+COMPOSE_FILE := deploy/docker-compose.yml
+IMAGE ?= comet-broker:local
+LOCAL_CLUSTER = $(BIN)/python deploy/local_cluster.py --dir $(CLUSTER_DIR)
+YES = $(filter 1 yes true,$(CLEAN))
 
-.PHONY: run test lint format proto bench example clean
+.PHONY: run test lint format proto bench example clean \
+	cluster cluster-status cluster-down docker-build docker-up docker-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +56,31 @@ bench: $(STAMP)
 ## example: a broker, the price producer and two price-alert consumers (Ctrl-C stops all)
 example: $(STAMP)
 	$(BIN)/python examples/run_example.py
+
+## cluster: etcd + three brokers in cluster mode on 127.0.0.1 (detached; see cluster-down)
+cluster: $(STAMP)
+	$(LOCAL_CLUSTER) up --ports $(CLUSTER_PORTS)$(if $(ETCD_PORT), --etcd-port $(ETCD_PORT))
+
+## cluster-status: what `make cluster` started, running or not, healthy or not
+cluster-status:
+	$(LOCAL_CLUSTER) status
+
+## cluster-down: stop exactly the processes `make cluster` started (CLEAN=1: delete data too)
+cluster-down:
+	$(LOCAL_CLUSTER) down$(if $(YES), --clean)
+
+## docker-build: the broker image (deploy/Dockerfile) as $(IMAGE)
+docker-build:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+## docker-up: etcd, three brokers, a price producer and two alert consumers in containers
+docker-up:
+	$(COMPOSE) -f $(COMPOSE_FILE) up -d --build
+	$(COMPOSE) -f $(COMPOSE_FILE) ps
+
+## docker-down: stop and remove the containers (CLEAN=1: the volumes too)
+docker-down:
+	$(COMPOSE) -f $(COMPOSE_FILE) down$(if $(YES), --volumes)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .example-data
