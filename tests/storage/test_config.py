@@ -18,6 +18,8 @@ ALL_KEYS = {
     "flush.policy",
     "flush.interval.ms",
     "max.message.bytes",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 }
 
 

@@ -19,6 +19,7 @@ DEFAULT_RETENTION_CHECK_INTERVAL_MS = 60_000
 DEFAULT_FETCH_MAX_BYTES = 1024 * 1024
 DEFAULT_MAX_WAIT_MS_LIMIT = 60_000
 DEFAULT_SHUTDOWN_GRACE_S = 3.0
+DEFAULT_REPLICA_LAG_TIME_MAX_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class BrokerConfig:
     produce_timeout_ms: int = DEFAULT_PRODUCE_TIMEOUT_MS
     retention_check_interval_ms: int = DEFAULT_RETENTION_CHECK_INTERVAL_MS
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    replica_lag_time_max_ms: int = DEFAULT_REPLICA_LAG_TIME_MAX_MS
 
     @property
     def single_broker(self) -> bool:

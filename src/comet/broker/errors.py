@@ -123,8 +123,26 @@ class NotCoordinatorError(BrokerError):
         self.coordinator_address = coordinator_address
 
 
+class FencedLeaderEpochError(BrokerError):
+    """A replica called with an older leader epoch than the current one."""
+
+    status = "FAILED_PRECONDITION"
+
+
 class BrokerUnavailableError(BrokerError):
     """Shutting down or not ready; retry later or at another broker."""
+
+    status = "UNAVAILABLE"
+
+
+class NotEnoughReplicasError(BrokerError):
+    """Fewer in-sync replicas than min.insync.replicas: acks=all cannot be honoured now."""
+
+    status = "UNAVAILABLE"
+
+
+class UnknownLeaderEpochError(BrokerError):
+    """A replica called with a newer leader epoch than this broker knows: it will catch up."""
 
     status = "UNAVAILABLE"
 

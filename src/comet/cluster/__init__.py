@@ -12,6 +12,7 @@ from comet.cluster.coordinator import (
     TopicSpec,
 )
 from comet.cluster.local import LocalCoordinator
+from comet.cluster.placement import NotEnoughBrokersError
 
 __all__ = [
     "BrokerRecord",
@@ -19,6 +20,7 @@ __all__ = [
     "CoordinatorError",
     "LocalCoordinator",
     "MetadataListener",
+    "NotEnoughBrokersError",
     "PartitionState",
     "StaleStateError",
     "TopicExistsError",

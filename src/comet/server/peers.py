@@ -8,6 +8,8 @@ it would have had from the peer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from comet.broker.errors import BrokerUnavailableError
@@ -46,6 +48,56 @@ class PeerClients:
         for channel in channels.values():
             await channel.close()
 
+    # --- LeaderLink, for follower replicas (comet.broker.replica_fetcher) -------
+
+    async def replica_fetch(
+        self,
+        address: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        replica_id: str,
+        leader_epoch: int,
+        max_bytes: int,
+        max_wait_ms: int,
+    ) -> tuple[bytes, int]:
+        """(stored batches from `offset`, the leader's high watermark)."""
+        request = pb.ReplicaFetchRequest(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            replica_id=replica_id,
+            leader_epoch=leader_epoch,
+            max_bytes=max_bytes,
+            max_wait_ms=max_wait_ms,
+        )
+        timeout = PEER_CALL_TIMEOUT_S + max_wait_ms / 1000
+        reply = await _call(address, self.stub(address).ReplicaFetch(request, timeout=timeout))
+        return reply.records, reply.high_watermark
+
+    async def offset_for_leader_epoch(
+        self,
+        address: str,
+        topic: str,
+        partition: int,
+        leader_epoch: int,
+        current_leader_epoch: int,
+        replica_id: str,
+    ) -> tuple[int, int]:
+        """(largest epoch <= leader_epoch on the leader, where it ends there)."""
+        request = pb.OffsetForLeaderEpochRequest(
+            topic=topic,
+            partition=partition,
+            leader_epoch=leader_epoch,
+            current_leader_epoch=current_leader_epoch,
+            replica_id=replica_id,
+        )
+        reply = await _call(
+            address,
+            self.stub(address).OffsetForLeaderEpoch(request, timeout=PEER_CALL_TIMEOUT_S),
+        )
+        return reply.leader_epoch, reply.end_offset
+
     # --- RemoteReader, for the group coordinator's Poll ------------------------
 
     async def read_records(
@@ -81,7 +133,25 @@ class PeerClients:
         return start.offset, end.offset
 
 
+async def _call(address: str, call: Any) -> Any:
+    try:
+        return await call
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        raise PeerCallError(address, code, details or "") from None
+
+
 def _unavailable(address: str, exc: grpc.RpcError) -> BrokerUnavailableError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return BrokerUnavailableError(f"call to broker at {address} failed ({code}): {details}")
+
+
+class PeerCallError(Exception):
+    """A call to another broker failed; carries the gRPC code name and details."""
+
+    def __init__(self, address: str, code: str, details: str) -> None:
+        super().__init__(f"{code} from broker at {address}: {details}")
+        self.code = code
+        self.details = details

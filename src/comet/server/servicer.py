@@ -16,6 +16,7 @@ from comet.broker import Broker
 from comet.server.group_rpcs import GroupRpcs
 from comet.server.original_rpcs import OriginalRpcs
 from comet.server.peers import PeerClients
+from comet.server.replication_rpcs import ReplicationRpcs
 from comet.server.rpc_errors import handles_errors
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
@@ -29,7 +30,9 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 NS_PER_MS = 1_000_000
 
 
-class BrokerServicer(OriginalRpcs, GroupRpcs, broker_pb2_grpc.BrokerServiceServicer):
+class BrokerServicer(
+    OriginalRpcs, GroupRpcs, ReplicationRpcs, broker_pb2_grpc.BrokerServiceServicer
+):
     """The comet.v1.BrokerService implementation (original and group RPCs in mixins)."""
 
     def __init__(self, broker: Broker, peers: PeerClients | None = None) -> None:

@@ -20,6 +20,9 @@ DEFAULT_INDEX_INTERVAL_BYTES = 4096
 DEFAULT_FLUSH_POLICY = "batch"
 DEFAULT_FLUSH_INTERVAL_MS = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 4 << 20  # 4 MiB of batches in one append
+# Replication settings live in the same topic config (the broker reads them).
+DEFAULT_MIN_INSYNC_REPLICAS = 1
+DEFAULT_UNCLEAN_LEADER_ELECTION = 0  # 1 = a replica outside the ISR may become leader
 
 FLUSH_POLICIES = ("batch", "interval", "none")
 MIN_SEGMENT_BYTES = 1024
@@ -50,6 +53,8 @@ class LogConfig:
     flush_policy: str = DEFAULT_FLUSH_POLICY
     flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC_REPLICAS
+    unclean_leader_election: int = DEFAULT_UNCLEAN_LEADER_ELECTION
 
     def __post_init__(self) -> None:
         for key, rule in _RULES.items():
@@ -136,6 +141,12 @@ _RULES: dict[str, _Rule] = {
     ),
     "flush.interval.ms": _Rule(
         "flush_interval_ms", f"must be between 1 and {MAX_INT64}", _between(1, MAX_INT64)
+    ),
+    "min.insync.replicas": _Rule(
+        "min_insync_replicas", "must be between 1 and 16", _between(1, 16)
+    ),
+    "unclean.leader.election.enable": _Rule(
+        "unclean_leader_election", "must be 0 (off) or 1 (on)", _between(0, 1)
     ),
     "max.message.bytes": _Rule(
         "max_message_bytes",
