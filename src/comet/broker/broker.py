@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import time
 import zlib
@@ -32,7 +31,7 @@ from comet.broker.errors import (
 from comet.broker.group_coordinator import GroupCoordinator
 from comet.broker.log_manager import LogManager
 from comet.broker.partition import ACKS_LEADER, Partition
-from comet.broker.replica_fetcher import LeaderLink, ReplicaFetcher
+from comet.broker.replica_manager import ReplicaManager
 from comet.broker.validation import (
     validate_partitions,
     validate_replication_factor,
@@ -42,7 +41,6 @@ from comet.cluster import (
     BrokerRecord,
     Coordinator,
     PartitionState,
-    StaleStateError,
     TopicExistsError,
     TopicSpec,
 )
@@ -102,9 +100,9 @@ class Broker:
         # Reads of partitions led elsewhere (group Poll in cluster mode) and calls to
         # leaders (replication); set by the server layer.
         self.remote: RemoteReader | None = None
-        self.link: LeaderLink | None = None
-        self._fetchers: dict[tuple[str, int], ReplicaFetcher] = {}
-        self._isr_writes: set[asyncio.Task[None]] = set()
+        self.replicas = ReplicaManager(
+            coordinator, self.me.id, config.replica_lag_time_max_ms / 1000, self.broker_address
+        )
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -122,7 +120,12 @@ class Broker:
             raise
         self._running = True
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
-        self._tasks.append(asyncio.create_task(self._isr_shrink_loop(), name="isr-shrink"))
+        self._tasks.append(
+            asyncio.create_task(
+                self.replicas.shrink_loop(lambda: list(self._partitions.values())),
+                name="isr-shrink",
+            )
+        )
         if self.config.log_defaults.flush_policy == "interval":
             self._tasks.append(asyncio.create_task(self._interval_flush_loop(), name="flush"))
         log.info(
@@ -143,9 +146,7 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for fetcher in list(self._fetchers.values()):
-            await fetcher.stop()
-        self._fetchers.clear()
+        await self.replicas.stop()
         for partition in self._partitions.values():
             partition.close_waiters()
             await partition.flusher.close()
@@ -197,89 +198,22 @@ class Broker:
                     plog,
                     state.leader_epoch,
                     me=self.me.id,
-                    on_isr_change=self._request_isr_change,
+                    on_isr_change=self.replicas.request_isr_change,
                 )
                 self._partitions[key] = partition
             if partition is not None:
                 partition.update_state(state, self.me.id)
-                await self._follow(partition, state)
+                await self.replicas.follow(partition, state)
             self._states[key] = state
         self._topics[spec.name] = spec
         self._round_robin.setdefault(spec.name, itertools.count())
-
-    async def _follow(self, partition: Partition, state: PartitionState) -> None:
-        """Run a fetcher toward the partition's leader when this broker follows it."""
-        key = (partition.topic, partition.index)
-        fetcher = self._fetchers.get(key)
-        wanted = None
-        if state.leader and state.leader != self.me.id and self.link is not None:
-            wanted = (state.leader, state.leader_epoch)
-        if fetcher is not None and (fetcher.leader_id, fetcher.leader_epoch) == wanted:
-            return
-        if fetcher is not None:
-            del self._fetchers[key]
-            await fetcher.stop()
-        if wanted is None:
-            return
-        address = self._addresses.get(state.leader, "")
-        if not address:
-            return  # the leader's address arrives with the next metadata change
-        fetcher = ReplicaFetcher(
-            partition, self.me.id, state.leader, address, state.leader_epoch, self.link
-        )
-        self._fetchers[key] = fetcher
-        fetcher.start()
-        log.info(
-            "replica.following",
-            topic=partition.topic,
-            partition=partition.index,
-            leader=state.leader,
-            leader_epoch=state.leader_epoch,
-        )
-
-    def _request_isr_change(self, partition: Partition, isr: frozenset[str]) -> None:
-        """Write a new ISR for a partition this broker leads (CAS, in the background)."""
-        task = asyncio.create_task(self._write_isr(partition, isr))
-        self._isr_writes.add(task)
-        task.add_done_callback(self._isr_writes.discard)
-
-    async def _write_isr(self, partition: Partition, isr: frozenset[str]) -> None:
-        state = partition.state
-        try:
-            if state is None or state.leader != self.me.id:
-                return
-            ordered = tuple(r for r in state.replicas if r in isr)
-            new = dataclasses.replace(state, isr=ordered)
-            await self.coordinator.update_partition_state(state, new)
-            log.info(
-                "partition.isr_changed",
-                topic=partition.topic,
-                partition=partition.index,
-                old_isr=list(state.isr),
-                new_isr=list(ordered),
-            )
-        except StaleStateError as exc:
-            log.info("partition.isr_change_stale", topic=partition.topic, error=str(exc))
-        except Exception as exc:
-            log.warning("partition.isr_change_failed", topic=partition.topic, error=str(exc))
-        finally:
-            partition.isr_change_done()
-
-    async def _isr_shrink_loop(self) -> None:
-        lag_max = self.config.replica_lag_time_max_ms / 1000
-        while True:
-            await asyncio.sleep(lag_max / 4)
-            now = time.monotonic()
-            for partition in list(self._partitions.values()):
-                partition.shrink_isr(now, lag_max)
 
     async def _drop_topic(self, name: str) -> None:
         self._topics.pop(name, None)
         self._round_robin.pop(name, None)
         for key in [k for k in self._states if k[0] == name]:
             del self._states[key]
-        for key in [k for k in self._fetchers if k[0] == name]:
-            await self._fetchers.pop(key).stop()
+        await self.replicas.stop_topic(name)
         for key in [k for k in self._partitions if k[0] == name]:
             partition = self._partitions.pop(key)
             partition.close_waiters(TopicNotFoundError(f"topic {name!r} was deleted"))

@@ -50,7 +50,7 @@ class BrokerServer:
         self._server: grpc.aio.Server | None = None
         self.peers = PeerClients()
         self.broker.remote = self.peers
-        self.broker.link = self.peers
+        self.broker.replicas.link = self.peers
         self._health = health.aio.HealthServicer()
         self._stopped = asyncio.Event()
 

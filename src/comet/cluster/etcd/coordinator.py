@@ -143,8 +143,8 @@ class EtcdCoordinator:
         try:
             await self._session.connect(self._layout.cluster_id)
             self._cluster_id = await self._ensure_cluster_id()
-            lease = await self._lease.grant()
-            await self._registration.register_at_start(lease, self._registration_timeout_s)
+            await self._lease.grant()
+            await self._registration.register_at_start(self._lease, self._registration_timeout_s)
             await self._watcher.load()
             self._watcher.start()
             self._lease.start()

@@ -47,15 +47,15 @@ class LeaseKeeper:
         on_renewed: Callable[[int], Awaitable[None]],
     ) -> None:
         self._session = session
-        self._ttl_s = ttl_s
+        self.ttl_s = ttl_s
         self._on_renewed = on_renewed
         self.lease_id = 0
         self._task: asyncio.Task[None] | None = None
 
     async def grant(self) -> int:
         """Grant the first lease (before `start`)."""
-        self.lease_id = await self._session.grant_lease(self._ttl_s)
-        log.info("etcd.lease_granted", lease=f"{self.lease_id:x}", ttl_s=self._ttl_s)
+        self.lease_id = await self._session.grant_lease(self.ttl_s)
+        log.info("etcd.lease_granted", lease=f"{self.lease_id:x}", ttl_s=self.ttl_s)
         return self.lease_id
 
     def start(self) -> None:
@@ -72,14 +72,18 @@ class LeaseKeeper:
         if revoke and self.lease_id:
             lease, self.lease_id = self.lease_id, 0
             try:
-                await self._session.revoke_lease(lease, timeout_s=min(2.0, self._ttl_s / 2))
+                await self._session.revoke_lease(lease, timeout_s=min(2.0, self.ttl_s / 2))
                 log.info("etcd.lease_revoked", lease=f"{lease:x}")
             except CoordinatorError as exc:
                 # the lease expires by itself within its TTL
                 log.warning("etcd.lease_revoke_failed", lease=f"{lease:x}", error=str(exc))
 
+    async def renew(self) -> None:
+        """Renew now (granting a new lease if it was lost); for waits before `start`."""
+        await self._renew(timeout_s=self.ttl_s / 3)
+
     async def _loop(self) -> None:
-        interval = self._ttl_s / 3
+        interval = self.ttl_s / 3
         backoff = Backoff()
         down_since: float | None = None
         while True:
@@ -111,5 +115,5 @@ class LeaseKeeper:
         if ttl > 0:
             return
         log.warning("etcd.lease_lost", lease=f"{self.lease_id:x}")
-        self.lease_id = await self._session.grant_lease(self._ttl_s)
-        log.info("etcd.lease_granted", lease=f"{self.lease_id:x}", ttl_s=self._ttl_s)
+        self.lease_id = await self._session.grant_lease(self.ttl_s)
+        log.info("etcd.lease_granted", lease=f"{self.lease_id:x}", ttl_s=self.ttl_s)

@@ -26,6 +26,7 @@ from comet.cluster.coordinator import BrokerRecord
 from comet.cluster.etcd import ops
 from comet.cluster.etcd.errors import BrokerIdConflictError
 from comet.cluster.etcd.keys import BadValueError, KeyLayout, decode_broker, encode_broker
+from comet.cluster.etcd.lease import LeaseKeeper
 from comet.cluster.etcd.session import EtcdSession
 from comet.cluster.etcd.watcher import MetadataWatcher
 
@@ -51,14 +52,22 @@ class Registration:
         self._key = layout.broker(broker.id)
         self.revision = 0  # etcd revision of the last registration put
 
-    async def register_at_start(self, lease: int, timeout_s: float) -> None:
+    async def register_at_start(self, lease: LeaseKeeper, timeout_s: float) -> None:
         """Register under `lease`, waiting up to `timeout_s` for an older registration to expire."""
         deadline = time.monotonic() + timeout_s
+        renewed = time.monotonic()
         waiting = False
         while True:
-            holder = await self._put(lease)
+            if (
+                time.monotonic() - renewed > lease.ttl_s / 3
+            ):  # its keepalive loop is not running yet
+                await lease.renew()
+                renewed = time.monotonic()
+            holder = await self._put(lease.lease_id)
             if holder is None:
-                log.info("etcd.broker_registered", broker_id=self._broker.id, lease=f"{lease:x}")
+                log.info(
+                    "etcd.broker_registered", broker_id=self._broker.id, lease=f"{lease.lease_id:x}"
+                )
                 return
             if time.monotonic() >= deadline:
                 raise BrokerIdConflictError(
