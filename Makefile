@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
 DATA_DIR ?= data
 ADDR ?= :6174
+# make bench-compare SCALE=0.1: a tenth of the records (a quick run)
+SCALE ?=
 # make cluster: state, data and logs in $(CLUSTER_DIR); one broker per port; etcd on
 # ETCD_PORT (empty = a free port). make cluster-down CLEAN=1 also deletes the data.
 CLUSTER_DIR ?= .cluster
@@ -17,7 +20,7 @@ IMAGE ?= comet-broker:local
 LOCAL_CLUSTER = $(BIN)/python deploy/local_cluster.py --dir $(CLUSTER_DIR)
 YES = $(filter 1 yes true,$(CLEAN))
 
-.PHONY: run test lint format proto bench example clean \
+.PHONY: run test lint format proto bench bench-compare example clean \
 	cluster cluster-status cluster-down docker-build docker-up docker-down
 
 $(STAMP): pyproject.toml
@@ -52,6 +55,15 @@ proto: $(STAMP)
 ## bench: 1,000,000 x 100 B through one local broker
 bench: $(STAMP)
 	$(BIN)/cometctl bench both --spawn-broker --count 1000000 --size 100 --acks 1
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## bench-compare: Comet, NATS JetStream and Redis Streams side by side (bench/results/)
+bench-compare: $(BENCH_STAMP)
+	bash bench/install_servers.sh
+	$(BIN)/python -m bench.compare $(if $(SCALE),--scale $(SCALE))
 
 ## example: a broker, the price producer and two price-alert consumers (Ctrl-C stops all)
 example: $(STAMP)

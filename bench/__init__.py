@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of Comet, NATS JetStream and Redis Streams (`make bench-compare`)."""
