@@ -111,6 +111,7 @@ class EtcdSession:
         self.connect_timeout_s = connect_timeout_s
         self._clients: dict[int, aetcd.Client] = {}
         self._current = 0
+        self._closed = False
 
     @property
     def endpoints(self) -> str:
@@ -124,6 +125,8 @@ class EtcdSession:
         return f"{host}:{port}"
 
     def _client(self) -> aetcd.Client:
+        if self._closed:
+            raise EtcdUnavailableError(f"the session to etcd at {self.endpoints} is closed")
         client = self._clients.get(self._current)
         if client is None:
             host, port = self._addresses[self._current]
@@ -231,7 +234,8 @@ class EtcdSession:
         return WatchStream(self.endpoint, call)
 
     async def close(self) -> None:
-        """Close every channel; calls still in flight are cancelled."""
+        """Close every channel; calls still in flight are cancelled, later calls refused."""
+        self._closed = True
         clients, self._clients = self._clients, {}
         for client in clients.values():
             try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import structlog
@@ -100,13 +101,16 @@ class MetadataWatcher:
         )
 
     async def wait_settled(self, revision: int, timeout_s: float) -> None:
-        """Return once the cache is at `revision` and listeners have run after it."""
-        if asyncio.current_task() is self._dispatch_task:
-            await self.wait_applied(revision, timeout_s)
-        else:
-            await self.wait_until(
-                lambda: self._notified >= revision, timeout_s, f"etcd revision {revision}"
-            )
+        """Return once the cache is at `revision` and listeners have run after it.
+
+        Only reaching the revision is bounded by `timeout_s` (it depends on etcd);
+        the listeners are this process's own work and are waited for as long as
+        they take, as the local coordinator does.
+        """
+        await self.wait_applied(revision, timeout_s)
+        if asyncio.current_task() is not self._dispatch_task:
+            while self._notified < revision:
+                await self._changed.wait()
 
     async def wait_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Return once `done()` holds for the cache; EtcdUnavailableError after `timeout_s`."""
@@ -136,13 +140,22 @@ class MetadataWatcher:
 
     async def _watch_loop(self) -> None:
         backoff = Backoff()
+        lost_at: float | None = None  # only the first failure of an outage is a warning
         while True:
             start = self.cache.revision + 1
             try:
                 stream = await self._session.watch(*self._range, start_revision=start)
                 try:
                     async for response in stream.responses():
-                        self._handle(response, start)
+                        if lost_at is not None:
+                            log.info(
+                                "etcd.watch_resumed",
+                                from_revision=start,
+                                endpoint=self._session.endpoint,
+                                away_s=round(time.monotonic() - lost_at, 3),
+                            )
+                            lost_at = None
+                        self._handle(response)
                         backoff.reset()
                 finally:
                     stream.cancel()
@@ -154,17 +167,17 @@ class MetadataWatcher:
                     log.warning("etcd.snapshot_failed", error=str(again))
                     await asyncio.sleep(backoff.next())
             except EtcdUnavailableError as exc:
-                log.warning("etcd.watch_lost", resume_from=start, error=str(exc))
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    log.warning("etcd.watch_lost", resume_from=start, error=str(exc))
                 await asyncio.sleep(backoff.next())
 
-    def _handle(self, response: rpc.WatchResponse, start: int) -> None:
+    def _handle(self, response: rpc.WatchResponse) -> None:
         if response.compact_revision:
             raise _CompactedError(response.compact_revision)
         if response.canceled:
             raise EtcdUnavailableError(f"etcd cancelled the watch: {response.cancel_reason}")
         if response.created:
-            if start > 1:
-                log.info("etcd.watching", from_revision=start, endpoint=self._session.endpoint)
             return
         if response.events:
             batch = [(event.type == _PUT, event.kv) for event in response.events]
