@@ -23,7 +23,7 @@ from comet.aio.client import CometClient, with_retries
 from comet.aio.config import ProducerConfig
 from comet.aio.delivery import DeliveryCallback, DeliveryHandle, ProducerBatch, RecordMetadata
 from comet.aio.events import EventLogger
-from comet.errors import ClientClosedError, CometError, RequestTimeoutError
+from comet.errors import ClientClosedError, CometError, RequestTimeoutError, TopicNotFoundError
 from comet.records import Compression
 from comet.records.builder import Headers
 
@@ -314,7 +314,10 @@ class TopicProducer:
                         timeout_ms=min(remaining_ms, 2**31 - 1),
                     )
                 except CometError as exc:
-                    if exc.retriable and time.monotonic() + backoff < deadline:
+                    # A broker may not know a just-created topic yet (metadata spreads
+                    # through etcd watches): like Kafka, retry it as stale metadata.
+                    retriable = exc.retriable or isinstance(exc, TopicNotFoundError)
+                    if retriable and time.monotonic() + backoff < deadline:
                         log.debug(
                             "producer.retry", topic=self.topic, partition=partition, error=str(exc)
                         )

@@ -103,6 +103,7 @@ class LocalBroker:
             return 0
         proc, self.proc = self.proc, None
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused broker cannot handle SIGTERM
             proc.send_signal(signal.SIGTERM)
             try:
                 return proc.wait(timeout_s)
@@ -118,6 +119,21 @@ class LocalBroker:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker stops answering, its connections and leases stay open."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.proc is not None and self.proc.poll() is None
 
     def cleanup(self) -> None:
         """Stop and remove a temporary data directory."""

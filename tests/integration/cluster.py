@@ -1,0 +1,105 @@
+"""A real cluster for tests: one etcd and N `comet` brokers on loopback, with short leases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from comet.cli.local_broker import LocalBroker
+from comet.cli.local_etcd import EtcdProcess
+from comet.client import CometClient
+
+T = TypeVar("T")
+LEASE_TTL_S = 2
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the cluster is moving: keep polling
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last_error})")
+
+
+class Cluster:
+    """etcd plus brokers b0..b{n-1}; every process is stopped by `close`."""
+
+    def __init__(self, root: Path, brokers: int = 3, extra_args: list[str] | None = None) -> None:
+        self.root = root
+        self.etcd = EtcdProcess(data_dir=root / "etcd", log_path=root / "etcd.log")
+        self.extra_args = list(extra_args or [])
+        self.brokers = {
+            f"b{i}": LocalBroker(
+                data_dir=root / f"b{i}",
+                extra_args=self._args(f"b{i}"),
+                log_path=root / f"b{i}.log",
+            )
+            for i in range(brokers)
+        }
+
+    def _args(self, broker_id: str) -> list[str]:
+        return [
+            "--etcd",
+            self.etcd.endpoint,
+            "--broker-id",
+            broker_id,
+            "--etcd-lease-ttl",
+            str(LEASE_TTL_S),
+            *self.extra_args,
+        ]
+
+    def start(self) -> Cluster:
+        """Start etcd, then every broker, and wait until all are registered."""
+        self.etcd.start()
+        for broker in self.brokers.values():
+            broker.start()
+        wait_for(lambda: len(self.live_brokers()) == len(self.brokers), 20, "brokers registered")
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        """Every broker address, comma-separated."""
+        return ",".join(b.address for b in self.brokers.values())
+
+    def client(self) -> CometClient:
+        """A synchronous client bootstrapped with every broker."""
+        return CometClient(self.bootstrap, timeout=5)
+
+    def live_brokers(self, via: str | None = None) -> set[str]:
+        """Broker ids in the metadata of `via` (default: any running broker)."""
+        address = self.brokers[via].address if via else self.bootstrap
+        with CometClient(address, timeout=3) as client:
+            return {b.id for b in client.metadata().brokers}
+
+    def partition(self, topic: str, partition: int, via: str | None = None):
+        """The PartitionInfo of topic/partition as a broker reports it."""
+        address = self.brokers[via].address if via else self.running_bootstrap()
+        with CometClient(address, timeout=3) as client:
+            return client.metadata([topic]).topics[topic][partition]
+
+    def running_bootstrap(self) -> str:
+        """Addresses of the brokers whose process runs."""
+        return ",".join(b.address for b in self.brokers.values() if b.running)
+
+    def controller(self) -> str:
+        """The controller's id as a running broker reports it."""
+        with CometClient(self.running_bootstrap(), timeout=3) as client:
+            return client.metadata().controller_id
+
+    def close(self) -> None:
+        """Stop every broker and etcd."""
+        for broker in self.brokers.values():
+            try:
+                broker.stop()
+            except Exception:  # already dead or stuck: make sure it is gone
+                broker.kill()
+        self.etcd.stop()
