@@ -88,6 +88,10 @@ class UnknownMemberError(CometError):
     """The group coordinator does not know this member (expired or left); join again."""
 
 
+class NotEnoughReplicasError(BrokerUnavailableError):
+    """Fewer in-sync replicas than min.insync.replicas: acks=all refused, nothing written."""
+
+
 class RequestTimeoutError(CometError):
     """The call did not complete in time (DEADLINE_EXCEEDED); it may have taken effect."""
 
@@ -120,6 +124,7 @@ _BY_CODE: dict[grpc.StatusCode, type[CometError]] = {
 _BY_REASON: dict[str, type[CometError]] = {
     "StaleGenerationError": StaleGenerationError,
     "NotCoordinatorError": NotCoordinatorError,
+    "NotEnoughReplicasError": NotEnoughReplicasError,
     "UnknownMemberError": UnknownMemberError,
     "GroupNotFoundError": GroupNotFoundError,
     "GroupNotEmptyError": GroupNotEmptyError,

@@ -23,6 +23,7 @@ from comet.broker.config import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_PARTITIONS,
     DEFAULT_PRODUCE_TIMEOUT_MS,
+    DEFAULT_REPLICA_LAG_TIME_MAX_MS,
     DEFAULT_RETENTION_CHECK_INTERVAL_MS,
 )
 from comet.broker.log_manager import DataDirLockedError, LogManager, load_or_create_broker_id
@@ -43,6 +44,7 @@ STORAGE_FLAGS = {
     "flush_policy": "flush.policy",
     "flush_interval_ms": "flush.interval.ms",
     "max_message_bytes": "max.message.bytes",
+    "min_insync_replicas": "min.insync.replicas",
 }
 
 
@@ -175,6 +177,21 @@ def _storage_defaults(options: dict[str, object]) -> LogConfig:
     help="Largest batch set one produce may append [default: 4194304].",
 )
 @click.option(
+    "--min-insync-replicas",
+    envvar="COMET_MIN_INSYNC_REPLICAS",
+    type=int,
+    default=None,
+    help="Replicas that must have a batch before acks=all succeeds [default: 1].",
+)
+@click.option(
+    "--replica-lag-time-max-ms",
+    envvar="COMET_REPLICA_LAG_TIME_MAX_MS",
+    type=click.IntRange(100),
+    default=DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+    show_default=True,
+    help="A follower not caught up for this long leaves the ISR.",
+)
+@click.option(
     "--max-request-bytes",
     envvar="COMET_MAX_REQUEST_BYTES",
     type=click.IntRange(1024),
@@ -246,6 +263,7 @@ def main(**options: object) -> None:
         max_request_bytes=int(options["max_request_bytes"]),  # type: ignore[arg-type]
         produce_timeout_ms=int(options["produce_timeout_ms"]),  # type: ignore[arg-type]
         retention_check_interval_ms=int(options["retention_check_interval_ms"]),  # type: ignore[arg-type]
+        replica_lag_time_max_ms=int(options["replica_lag_time_max_ms"]),  # type: ignore[arg-type]
     )
     coordinator: Coordinator
     if etcd:
