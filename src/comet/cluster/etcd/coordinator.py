@@ -4,8 +4,9 @@ The key layout is specified in `comet.cluster.etcd.keys`. Moving parts:
 
 - `EtcdSession` (session.py): the connection; maps every etcd error to
   EtcdUnavailableError (retriable) or another CoordinatorError.
-- `LeaseKeeper` (lease.py): the broker's lease and registration, kept alive
-  and put back after a lost lease.
+- `LeaseKeeper` (lease.py) and `Registration` (registration.py): the
+  broker's lease, kept alive and replaced when lost, and its registration
+  key, put back whenever it is missing.
 - `MetadataWatcher` (watcher.py): the cached copy of ``meta/`` and the
   listeners. Every read of the contract (brokers, controller, topics,
   partition states) is answered from that cache, so the broker's hot paths
@@ -48,8 +49,8 @@ from comet.cluster.etcd import ops
 from comet.cluster.etcd.cache import MetadataCache, TopicEntry
 from comet.cluster.etcd.controller import Controller
 from comet.cluster.etcd.keys import (
+    BadValueError,
     KeyLayout,
-    decode_broker,
     decode_int,
     encode_int,
     encode_partition,
@@ -385,9 +386,14 @@ class EtcdCoordinator:
             for reply in response.responses:
                 for kv in reply.response_range.kvs:
                     parsed = self._layout.parse_offset(kv.key)
-                    if parsed is not None:
-                        topic, _, partition = parsed
-                        found[topic, partition] = decode_int(kv.value, f"offset {kv.key!r}")
+                    if parsed is None:
+                        continue
+                    try:
+                        found[parsed[0], parsed[2]] = decode_int(kv.value, "offset")
+                    except BadValueError as exc:
+                        log.error(
+                            "etcd.bad_value", key=kv.key.decode(errors="replace"), error=str(exc)
+                        )
         return found
 
     async def list_groups(self) -> list[str]:
@@ -416,8 +422,10 @@ class EtcdCoordinator:
     async def _read_broker_ids(self) -> list[str]:
         """Ids of the registered brokers, read from etcd rather than the cache."""
         prefix = self._layout.brokers
-        response = await self._session.range(prefix, prefix_end(prefix), what="broker list")
-        return [decode_broker(kv.value).id for kv in response.kvs]
+        response = await self._session.range(
+            prefix, prefix_end(prefix), keys_only=True, what="broker list"
+        )
+        return [meta.name for kv in response.kvs if (meta := self._layout.parse_meta(kv.key))]
 
     def _group_range(self, topic: str, group: str) -> tuple[bytes, bytes]:
         prefix = self._layout.group_offsets(topic, group)
