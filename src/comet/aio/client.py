@@ -29,6 +29,7 @@ from comet.errors import (
     CometError,
     NotCoordinatorError,
     NotLeaderError,
+    RequestTimeoutError,
     TopicAlreadyExistsError,
     TopicNotFoundError,
     from_rpc_error,
@@ -111,7 +112,8 @@ class CometClient:
                 result = await call(self.stub(address))
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc, address)
-                if not isinstance(error, BrokerUnavailableError):
+                # A broker that is down, or hung (paused, overloaded): try the next one.
+                if not isinstance(error, BrokerUnavailableError | RequestTimeoutError):
                     raise error from None
                 errors.append(str(error))
                 continue

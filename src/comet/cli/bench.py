@@ -317,6 +317,7 @@ async def run_e2e(
 @click.option("--count", "-n", type=click.IntRange(1), default=1_000_000, show_default=True)
 @click.option("--size", "-s", type=click.IntRange(0), default=100, show_default=True)
 @click.option("--partitions", "-p", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--replication-factor", "-r", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="1", show_default=True)
 @click.option(
     "--compression",
@@ -352,6 +353,7 @@ def bench(
     count: int,
     size: int,
     partitions: int,
+    replication_factor: int,
     acks: str,
     compression: str,
     api: str,
@@ -380,7 +382,7 @@ def bench(
 
         async def main() -> None:
             async with CometClient(bootstrap, timeout=60) as client:
-                await client.create_topic(topic, partitions, exist_ok=True)
+                await client.create_topic(topic, partitions, replication_factor, exist_ok=True)
                 with Progress(console=Console(stderr=True), disable=not show_progress) as progress:
                     codec_name = None if compression == "none" else compression
                     if mode == "e2e":
@@ -448,6 +450,7 @@ def bench(
             "count": count,
             "size": size,
             "partitions": partitions,
+            "replication_factor": replication_factor,
             "acks": acks,
             "compression": compression,
             "batch_records": batch_records,
