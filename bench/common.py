@@ -202,6 +202,7 @@ async def paced(
             in_flight -= 1
 
     deadline = Deadline(seconds * 3 + 10)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(count):
         delay = t0 + i * interval - time.perf_counter()
@@ -220,6 +221,7 @@ async def paced(
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
     result = latency_result(system, rate, samples, late, **notes)
     result.max_in_flight = max_in_flight
+    result.notes["client_cpu_s"] = round(time.process_time() - cpu0, 2)
     return result
 
 

@@ -96,12 +96,37 @@ def versions() -> dict[str, str]:
     ):
         with contextlib.suppress(PackageNotFoundError):
             out[label] = version(dist)
-    out["nats-server"] = server_version(["nats-server", "--version"])
+    out["comet"] = out.get("comet", "?") + comet_revision()
+    out["nats-server"] = server_version(["nats-server", "--version"]).removeprefix("nats-server: ")
     redis_line = server_version(["redis-server", "--version"])
     out["redis-server"] = next(
         (w.split("=", 1)[1] for w in redis_line.split() if w.startswith("v=")), redis_line
     )
     return out
+
+
+def comet_revision() -> str:
+    """' (git abc1234)' for the tree being measured, noting uncommitted changes under src/."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f" (git {rev}{', uncommitted changes in src/' if dirty else ''})"
 
 
 def comet_phase(

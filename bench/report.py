@@ -76,6 +76,7 @@ def machine_description() -> dict[str, str]:
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
     }
 
 
@@ -132,7 +133,8 @@ def markdown(run: dict[str, Any]) -> str:
     lines += [
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, Linux {m['kernel']}, "
-        f"Python {m['python']}. One server at a time on 127.0.0.1, one client process.",
+        f"Python {m['python']}. One server at a time on 127.0.0.1, one client process."
+        + (f" Load average at the start: {m['load']}." if m.get("load") else ""),
         "",
         f"Command: `{run['command']}` (scale {run['scale']:g})",
         "",
