@@ -46,7 +46,7 @@ import shutil
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from operator import attrgetter
 from pathlib import Path
@@ -399,6 +399,27 @@ class PartitionLog:
                 records, first_offset, next_offset = found
                 return ReadResult(records, first_offset, next_offset, start, end)
         return ReadResult(b"", offset, offset, start, end)
+
+    def iter_batch_headers(self, start_offset: int = 0) -> Iterator[BatchHeader]:
+        """Stored batch headers from the batch holding `start_offset` to the current log end.
+
+        A header scan (no CRC checks, no record decoding) for rebuilding state
+        kept beside the log, such as producer sequences; the headers carry the
+        stamped base offsets. Batches appended after the first item are not
+        included; segments retention deletes meanwhile are skipped.
+        """
+        self._check_open()
+        segments = self._segments
+        end = self._log_end_offset
+        first = max(bisect_right(segments, start_offset, key=_base_offset) - 1, 0)
+        for i in range(first, len(segments)):
+            segment_end = segments[i + 1].base_offset if i + 1 < len(segments) else end
+            try:
+                yield from segments[i].iter_headers(start_offset, min(segment_end, end))
+            except LogClosedError:
+                if self._closed:
+                    raise
+                # deleted by retention meanwhile: its batches are gone
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """Base offset of the first batch whose max_timestamp >= timestamp_ms, or None."""

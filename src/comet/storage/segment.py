@@ -6,13 +6,13 @@ import contextlib
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
 
-from comet.records import BatchHeader
-from comet.storage.batch_scan import StoredBatch, valid_prefix
+from comet.records import BATCH_HEADER_SIZE, BatchHeader, parse_header
+from comet.storage.batch_scan import StoredBatch, frame_problem, valid_prefix
 from comet.storage.errors import CorruptRecordError, LogClosedError, LogIOError
 from comet.storage.log_file import LogFile
 from comet.storage.offset_index import OffsetIndex
@@ -25,6 +25,7 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 LOCATE_CHUNK = 16 * 1024  # a read finds its first batch within about one index interval
+HEADER_SCAN_CHUNK = 16 * 1024  # header scans read this much while batches are smaller
 MAX_RELATIVE_OFFSET = (1 << 32) - 1
 
 
@@ -409,6 +410,55 @@ class LogSegment:
                 if not out or epoch > out[-1][0]:
                     out.append((epoch, batch.base_offset))
         return out
+
+    def iter_headers(self, start_offset: int, end_offset: int) -> Iterator[BatchHeader]:
+        """Headers of the batches holding offsets in [start_offset, end_offset), in order.
+
+        A header scan: no CRC check and no record bytes read beyond what one
+        read of HEADER_SCAN_CHUNK brings in (one header per read once batches
+        are larger than that). The lock is held per read only, so appends and
+        reads go on meanwhile; bytes appended after the call are not scanned.
+        Stops with a warning at the first batch that is not well framed.
+        """
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            rel, pos = self.offset_index.lookup(max(start_offset - self.base_offset, 0))
+            end = self.size
+        expected = self.base_offset + rel
+        buf = b""
+        buf_start = pos
+        read_size = HEADER_SCAN_CHUNK
+        problem = None
+        while pos < end and expected < end_offset:
+            off = pos - buf_start
+            if off + BATCH_HEADER_SIZE > len(buf):
+                with self.lock:
+                    if self.closed:
+                        raise LogClosedError(f"{self.path}: segment is closed")
+                    buf = self.file.pread(min(read_size, end - pos), pos)
+                buf_start, off = pos, 0
+                if len(buf) < BATCH_HEADER_SIZE:
+                    problem = f"partial batch header: {len(buf)} bytes"
+                    break
+            header = parse_header(buf, off)
+            problem = frame_problem(
+                header.base_offset,
+                header.batch_length,
+                header.magic,
+                header.last_offset_delta,
+                end - pos,
+                expected,
+            )
+            if problem is not None:
+                break
+            if header.next_offset > start_offset:
+                yield header
+            expected = header.next_offset
+            pos += header.size
+            read_size = BATCH_HEADER_SIZE if header.size > HEADER_SCAN_CHUNK else HEADER_SCAN_CHUNK
+        if problem is not None:
+            log.warning("segment.header_scan_stopped", file=self.path, position=pos, reason=problem)
 
     def _locate(self, offset: int, size: int) -> StoredBatch | None:
         """The batch containing `offset` (framing checked, no CRC), or None past the end."""
