@@ -129,6 +129,18 @@ class FencedLeaderEpochError(BrokerError):
     status = "FAILED_PRECONDITION"
 
 
+class ProducerFencedError(BrokerError):
+    """An idempotent producer wrote with an older epoch than its id's latest: it is a zombie."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class OutOfOrderSequenceError(BrokerError):
+    """An idempotent producer's batch does not continue its sequence; nothing was written."""
+
+    status = "FAILED_PRECONDITION"
+
+
 class BrokerUnavailableError(BrokerError):
     """Shutting down or not ready; retry later or at another broker."""
 

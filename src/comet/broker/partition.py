@@ -32,6 +32,7 @@ from comet.broker.errors import (
     StorageFullError,
     UnknownLeaderEpochError,
 )
+from comet.broker.producer_state import ProducerStateManager
 from comet.broker.replication import ReplicaTracker
 from comet.cluster import PartitionState
 from comet.records import InvalidBatchError, validate_batches
@@ -108,6 +109,8 @@ class Partition:
         self._isr_change_pending: frozenset[str] | None = None
         self._closed = False
         self._gone: BrokerError | None = None
+        self.producers = ProducerStateManager(f"{topic}/{index}")
+        self.producer_state()  # rebuilt from the log's batch headers
 
     # --- role ------------------------------------------------------------------
 
@@ -177,14 +180,21 @@ class Partition:
             raise InvalidRequestError(f"records: {exc}") from None
         if acks == ACKS_ALL:
             self._check_min_isr("before the append; nothing was written")
-        try:
-            info = self.log.append(bytearray(records), headers, self.leader_epoch)
-        except LogWriteError as exc:
-            raise StorageFullError(
-                f"{self.topic}/{self.index}: write failed, nothing written: {exc}"
-            ) from exc
-        self._appended.fire()
-        self._update_high_watermark()
+        producers = self.producer_state()
+        duplicate = producers.check(headers)  # no await from here to record(): one writer
+        if duplicate is not None:  # a retry of a stored write: answer where it went
+            max_ts = max(header.max_timestamp for header in headers)
+            info = AppendInfo(*duplicate, max_ts, len(records))
+        else:
+            try:
+                info = self.log.append(bytearray(records), headers, self.leader_epoch)
+            except LogWriteError as exc:
+                raise StorageFullError(
+                    f"{self.topic}/{self.index}: write failed, nothing written: {exc}"
+                ) from exc
+            producers.record(headers, info.base_offset)
+            self._appended.fire()
+            self._update_high_watermark()
         if acks == ACKS_NONE:
             return info
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -199,6 +209,14 @@ class Partition:
         if acks == ACKS_ALL:
             await self._wait_replicated(info, deadline)
         return info
+
+    def producer_state(self) -> ProducerStateManager:
+        """Producer state, rebuilt from the log if it ends elsewhere (open, truncation)."""
+        producers = self.producers
+        end = self.log.log_end_offset
+        if producers.end_offset != end:
+            producers.rebuild(self.log.iter_batch_headers(), end)
+        return producers
 
     async def _wait_replicated(self, info: AppendInfo, deadline: float) -> None:
         loop = asyncio.get_running_loop()

@@ -147,11 +147,13 @@ class ReplicaFetcher:
             headers = [h for h in headers if h.next_offset > start]
         if not headers:
             return
+        producers = p.producer_state()  # rebuilt first if a truncation moved the log end
         try:
             info = p.log.append_stamped(records, headers)
         except StorageError as exc:
             log.error("replica.append_failed", topic=p.topic, partition=p.index, error=str(exc))
             raise
+        producers.record(headers, info.base_offset)  # a new leader knows every producer
         if p.log.config.flush_policy == "batch":
             await p.flusher.wait_durable(info.last_offset + 1)
 
