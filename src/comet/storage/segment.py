@@ -11,8 +11,9 @@ from pathlib import Path
 
 import structlog
 
-from comet.records import BATCH_HEADER_SIZE, BatchHeader, parse_header
-from comet.storage.batch_scan import StoredBatch, frame_problem, valid_prefix
+from comet.records import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header
+from comet.records.batch import MAGIC
+from comet.storage.batch_scan import MIN_BATCH_LENGTH, StoredBatch, frame_problem, valid_prefix
 from comet.storage.errors import CorruptRecordError, LogClosedError, LogIOError
 from comet.storage.log_file import LogFile
 from comet.storage.offset_index import OffsetIndex
@@ -442,21 +443,24 @@ class LogSegment:
                     problem = f"partial batch header: {len(buf)} bytes"
                     break
             header = parse_header(buf, off)
-            problem = frame_problem(
-                header.base_offset,
-                header.batch_length,
-                header.magic,
-                header.last_offset_delta,
-                end - pos,
-                expected,
-            )
-            if problem is not None:
+            length, delta = header.batch_length, header.last_offset_delta
+            size = length + LOG_OVERHEAD
+            if (
+                length < MIN_BATCH_LENGTH
+                or size > end - pos
+                or header.magic != MAGIC
+                or header.base_offset != expected
+                or delta < 0
+            ):
+                problem = frame_problem(
+                    header.base_offset, length, header.magic, delta, end - pos, expected
+                )
                 break
-            if header.next_offset > start_offset:
+            expected += delta + 1
+            if expected > start_offset:
                 yield header
-            expected = header.next_offset
-            pos += header.size
-            read_size = BATCH_HEADER_SIZE if header.size > HEADER_SCAN_CHUNK else HEADER_SCAN_CHUNK
+            pos += size
+            read_size = BATCH_HEADER_SIZE if size > HEADER_SCAN_CHUNK else HEADER_SCAN_CHUNK
         if problem is not None:
             log.warning("segment.header_scan_stopped", file=self.path, position=pos, reason=problem)
 
