@@ -3,6 +3,7 @@ truncation and replication."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -197,9 +198,14 @@ async def test_a_restarted_partition_still_recognises_retries(tmp_path: Path):
 
     p = open_partition(tmp_path / "p")
     try:
+        assert len(p.producers) == 0  # loaded in a worker thread before the first write
+        retries = await asyncio.gather(  # both wait for the load, neither writes
+            p.produce(idempotent(PID, 2, b"c"), ACKS_LEADER, 5),
+            p.produce(idempotent(PID, 2, b"c"), ACKS_LEADER, 5),
+        )
+        for again in retries:
+            assert (again.base_offset, again.last_offset) == (last.base_offset, last.last_offset)
         assert len(p.producers) == 2
-        again = await p.produce(idempotent(PID, 2, b"c"), ACKS_LEADER, 5)
-        assert (again.base_offset, again.last_offset) == (last.base_offset, last.last_offset)
         again = await p.produce(idempotent(PID, 0, b"a", b"b"), ACKS_LEADER, 5)
         assert (again.base_offset, again.last_offset) == (first.base_offset, first.last_offset)
         assert p.log.log_end_offset == end

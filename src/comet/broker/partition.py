@@ -109,8 +109,8 @@ class Partition:
         self._isr_change_pending: frozenset[str] | None = None
         self._closed = False
         self._gone: BrokerError | None = None
-        self.producers = ProducerStateManager(f"{topic}/{index}")
-        self.producer_state()  # rebuilt from the log's batch headers
+        self.producers = ProducerStateManager(f"{topic}/{index}")  # loaded before the 1st write
+        self._producers_loading = asyncio.Lock()
 
     # --- role ------------------------------------------------------------------
 
@@ -167,6 +167,7 @@ class Partition:
         """Validate and append client-framed batches; wait for `acks`; return where they went."""
         if acks not in VALID_ACKS:
             raise InvalidRequestError(f"acks: must be 0, 1 or -1 (all), got {acks}")
+        producers = await self.producer_state()  # awaits only to load; nothing awaits after
         self._check_leader()
         limit = self.log.config.max_message_bytes
         if len(records) > limit:
@@ -180,7 +181,6 @@ class Partition:
             raise InvalidRequestError(f"records: {exc}") from None
         if acks == ACKS_ALL:
             self._check_min_isr("before the append; nothing was written")
-        producers = self.producer_state()
         duplicate = producers.check(headers)  # no await from here to record(): one writer
         if duplicate is not None:  # a retry of a stored write: answer where it went
             max_ts = max(header.max_timestamp for header in headers)
@@ -210,12 +210,19 @@ class Partition:
             await self._wait_replicated(info, deadline)
         return info
 
-    def producer_state(self) -> ProducerStateManager:
-        """Producer state, rebuilt from the log if it ends elsewhere (open, truncation)."""
+    async def producer_state(self) -> ProducerStateManager:
+        """Producer state, rebuilt from the log first if it ends elsewhere (open, truncation).
+
+        The rebuild (a header scan) runs in a worker thread; every writer
+        awaits this before appending, so the log does not grow meanwhile.
+        """
         producers = self.producers
-        end = self.log.log_end_offset
-        if producers.end_offset != end:
-            producers.rebuild(self.log.iter_batch_headers(), end)
+        while producers.end_offset != self.log.log_end_offset:
+            async with self._producers_loading:
+                end = self.log.log_end_offset
+                if producers.end_offset != end:
+                    headers = self.log.iter_batch_headers()
+                    await asyncio.to_thread(producers.rebuild, headers, end)
         return producers
 
     async def _wait_replicated(self, info: AppendInfo, deadline: float) -> None:

@@ -147,7 +147,7 @@ class ReplicaFetcher:
             headers = [h for h in headers if h.next_offset > start]
         if not headers:
             return
-        producers = p.producer_state()  # rebuilt first if a truncation moved the log end
+        producers = await p.producer_state()  # rebuilt first after a truncation; no await after
         try:
             info = p.log.append_stamped(records, headers)
         except StorageError as exc:
