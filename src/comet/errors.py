@@ -88,6 +88,14 @@ class UnknownMemberError(CometError):
     """The group coordinator does not know this member (expired or left); join again."""
 
 
+class ProducerFencedError(FailedPreconditionError):
+    """An idempotent producer's epoch is older than its id's latest: another instance took over."""
+
+
+class OutOfOrderSequenceError(FailedPreconditionError):
+    """An idempotent batch did not continue its partition's sequence; it was not written."""
+
+
 class NotEnoughReplicasError(BrokerUnavailableError):
     """Fewer in-sync replicas than min.insync.replicas: acks=all refused, nothing written."""
 
@@ -129,6 +137,8 @@ _BY_REASON: dict[str, type[CometError]] = {
     "GroupNotFoundError": GroupNotFoundError,
     "GroupNotEmptyError": GroupNotEmptyError,
     "PartitionNotFoundError": TopicNotFoundError,
+    "ProducerFencedError": ProducerFencedError,
+    "OutOfOrderSequenceError": OutOfOrderSequenceError,
 }
 
 

@@ -272,6 +272,13 @@ class CometClient:
 
     # --- data ----------------------------------------------------------------
 
+    async def init_producer_id(self) -> tuple[int, int]:
+        """A new (producer id, producer epoch) for an idempotent producer, from any broker."""
+        r: pb.InitProducerIdResponse = await self.call_any(
+            lambda s: s.InitProducerId(pb.InitProducerIdRequest(), timeout=self.timeout)
+        )
+        return r.producer_id, r.producer_epoch
+
     async def produce_batch(
         self,
         topic: str,

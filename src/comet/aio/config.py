@@ -21,6 +21,7 @@ DEFAULT_MAX_RETRY_BACKOFF = 5.0
 DEFAULT_DELIVERY_TIMEOUT = 30.0
 DEFAULT_SEND_TIMEOUT = 10.0
 DEFAULT_MAX_IN_FLIGHT = 1
+MAX_IN_FLIGHT_IDEMPOTENT = 5
 
 Serializer = Callable[[Any], bytes]
 AcksSetting = Literal[0, 1, "all"]
@@ -36,6 +37,13 @@ class ProducerConfig:
     its first record. max_in_flight requests per partition (1 keeps strict
     order even across retries). Failed sends are retried with backoff until
     delivery_timeout after the record was accepted.
+
+    enable_idempotence (default): the producer gets a producer id from the
+    cluster and stamps each batch with it and a per-partition sequence, so
+    the leader drops retried batches it already has (answering with their
+    original offsets) and refuses gaps; retries never duplicate records. It
+    sends one batch per request and keeps one request in flight per
+    partition (max_in_flight must be <= 5 but does not raise that).
     """
 
     bootstrap_addresses: str | Sequence[str] = "localhost:6174"
@@ -56,6 +64,7 @@ class ProducerConfig:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     create_topic: bool = True
+    enable_idempotence: bool = True
     key_serializer: Serializer | None = None
     value_serializer: Serializer | None = None
     topic_config: dict[str, str] = field(default_factory=dict)
@@ -70,6 +79,11 @@ class ProducerConfig:
         _positive_int("buffer_size", self.buffer_size)
         _positive_int("batch_size", self.batch_size)
         _positive_int("max_in_flight", self.max_in_flight)
+        if self.enable_idempotence and self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
+            raise ValueError(
+                f"max_in_flight: must be <= {MAX_IN_FLIGHT_IDEMPOTENT} with enable_idempotence, "
+                f"got {self.max_in_flight}"
+            )
         if self.max_batch_bytes < 1024:
             raise ValueError(f"max_batch_bytes: must be >= 1024, got {self.max_batch_bytes}")
         if self.max_request_bytes < self.max_batch_bytes:

@@ -8,11 +8,22 @@ send() returns a `DeliveryHandle` (two slots) pointing into it.
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
+import crc32c
+
 from comet.records import RecordBatchBuilder
+from comet.records.batch import CRC_START
+
+# RecordBatch v2 (layout in comet.records.batch): CRC at byte 17 over bytes 21..end;
+# producer_id, producer_epoch and base_sequence at bytes 43..56, inside the CRC.
+_CRC = struct.Struct(">I")
+_CRC_AT = 17
+_PRODUCER_STATE = struct.Struct(">qhi")
+_PRODUCER_STATE_AT = 43
 
 
 class RecordMetadata(NamedTuple):
@@ -46,6 +57,8 @@ class ProducerBatch:
         "data",
         "error",
         "partition",
+        "producer_id",
+        "sequence",
         "timestamps",
         "topic",
     )
@@ -64,6 +77,8 @@ class ProducerBatch:
         self.base_offset = -1
         self.error: BaseException | None = None
         self.attempts = 0
+        self.producer_id = -1
+        self.sequence = -1  # base sequence once stamped for an idempotent producer
         self._done = False
         self._event: threading.Event | None = None
         self._futures: list[asyncio.Future[None]] = []
@@ -79,6 +94,15 @@ class ProducerBatch:
         if self.builder is not None:
             self.data = self.builder.build()
             self.builder = None
+
+    def set_producer_state(self, producer_id: int, producer_epoch: int, sequence: int) -> None:
+        """Stamp the sealed batch's producer id, epoch and base sequence (the CRC is redone)."""
+        buf = bytearray(self.data)
+        _PRODUCER_STATE.pack_into(buf, _PRODUCER_STATE_AT, producer_id, producer_epoch, sequence)
+        _CRC.pack_into(buf, _CRC_AT, crc32c.crc32c(memoryview(buf)[CRC_START:]))
+        self.data = bytes(buf)
+        self.producer_id = producer_id
+        self.sequence = sequence
 
     # --- completion (called on the producer's loop) -------------------------
 

@@ -6,6 +6,13 @@ batches, concatenates those of one partition into one ProduceBatch request
 (up to max_request_bytes), keeps at most max_in_flight requests per
 partition, and retries retriable failures with doubling backoff until the
 batch's delivery_timeout, refreshing metadata in between.
+
+Idempotent (enable_idempotence, the default): start() gets a producer id;
+each batch is stamped with it, the epoch and its partition's next sequence
+when it is first sent, and retries resend the same bytes. One batch per
+request and one request in flight per partition keep sequences in order.
+When a stamped batch finally fails its fate is unknown (it may be stored),
+so the next batch is stamped with a new producer id, sequences from 0.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from comet.records.builder import Headers
 log = EventLogger(__name__)
 
 TOPIC_CREATE_ATTEMPTS = 10
+SEQUENCE_MODULUS = 1 << 31  # sequences are int32 and wrap to 0, as in Kafka
 
 
 class TopicProducer:
@@ -55,6 +63,10 @@ class TopicProducer:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._closing = False
         self._closed = False
+        self._idempotent = config.enable_idempotence
+        self._identity: tuple[int, int] | None = None  # (producer id, epoch); None: get a new one
+        self._identity_lock = asyncio.Lock()
+        self._sequences: dict[int, int] = {}  # next base sequence per partition
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -72,6 +84,13 @@ class TopicProducer:
                     cfg.topic_config,
                     exist_ok=True,
                 ),
+                attempts=TOPIC_CREATE_ATTEMPTS,
+                backoff=cfg.retry_backoff or 0.05,
+                max_backoff=cfg.max_retry_backoff,
+            )
+        if self._idempotent:
+            self._identity = await with_retries(
+                self._client.init_producer_id,
                 attempts=TOPIC_CREATE_ATTEMPTS,
                 backoff=cfg.retry_backoff or 0.05,
                 max_backoff=cfg.max_retry_backoff,
@@ -276,11 +295,14 @@ class TopicProducer:
 
     def _dispatch(self) -> None:
         limit = self.config.max_request_bytes
+        idempotent = self._idempotent
+        # Idempotent: one batch per request, one request in flight per partition.
+        max_in_flight = 1 if idempotent else self.config.max_in_flight
         for partition, queue in self._queues.items():
-            while queue and self._in_flight.get(partition, 0) < self.config.max_in_flight:
+            while queue and self._in_flight.get(partition, 0) < max_in_flight:
                 batches = [queue.popleft()]
                 size = len(batches[0].data)
-                while queue and size + len(queue[0].data) <= limit:
+                while not idempotent and queue and size + len(queue[0].data) <= limit:
                     size += len(queue[0].data)
                     batches.append(queue.popleft())
                 self._in_flight[partition] = self._in_flight.get(partition, 0) + 1
@@ -294,7 +316,7 @@ class TopicProducer:
 
     async def _send_request(self, partition: int, batches: Sequence[ProducerBatch]) -> None:
         cfg = self.config
-        data = b"".join(b.data for b in batches) if len(batches) > 1 else batches[0].data
+        data = b""
         deadline = min(b.created for b in batches) + cfg.delivery_timeout
         backoff = cfg.retry_backoff
         try:
@@ -306,6 +328,10 @@ class TopicProducer:
                             f"{self.topic}/{partition}: not delivered within "
                             f"delivery_timeout={cfg.delivery_timeout}s"
                         )
+                    if not data:
+                        if self._idempotent:
+                            await self._stamp(batches[0])
+                        data = b"".join(b.data for b in batches)
                     result = await self._client.produce_batch(
                         self.topic,
                         partition,
@@ -326,6 +352,8 @@ class TopicProducer:
                         with contextlib.suppress(CometError):
                             await self._client.leader_address(self.topic, partition, refresh=True)
                         continue
+                    if self._idempotent:
+                        self._forget_identity(batches[0])
                     for batch in batches:
                         batch.complete(-1, exc)
                     return
@@ -337,3 +365,22 @@ class TopicProducer:
                 return
         finally:
             self._in_flight[partition] -= 1
+
+    async def _stamp(self, batch: ProducerBatch) -> None:
+        """Stamp the batch with the producer id, epoch and its partition's next sequence."""
+        async with self._identity_lock:
+            if self._identity is None:
+                self._identity = await self._client.init_producer_id()
+                self._sequences.clear()
+                log.info(
+                    "producer.new_producer_id", topic=self.topic, producer_id=self._identity[0]
+                )
+            producer_id, epoch = self._identity
+            sequence = self._sequences.get(batch.partition, 0)
+            batch.set_producer_state(producer_id, epoch, sequence)
+            self._sequences[batch.partition] = (sequence + batch.count) % SEQUENCE_MODULUS
+
+    def _forget_identity(self, batch: ProducerBatch) -> None:
+        """A stamped batch failed and may be stored: later batches need a new producer id."""
+        if self._identity is not None and batch.producer_id == self._identity[0]:
+            self._identity = None
