@@ -249,7 +249,12 @@ def write_chart(run: dict[str, Any], path: Path) -> Path:
     fig.suptitle(
         f"Comet vs NATS JetStream vs Redis Streams through Python clients — {run['started']}\n"
         f"{run['machine']['nproc']} CPUs ({run['machine']['cpu']}), "
-        f"Python {run['machine']['python']}, scale {run['scale']:g}",
+        f"Python {run['machine']['python']}, scale {run['scale']:g}"
+        + (
+            f", load average at start {run['machine']['load']}"
+            if run["machine"].get("load")
+            else ""
+        ),
         fontsize=13,
     )
     for row, (name, records, size) in enumerate(wls):
