@@ -41,8 +41,8 @@ def test_a_live_leader_is_left_alone() -> None:
 
 def test_leadership_moves_to_the_first_live_isr_replica_in_replica_order() -> None:
     moved = next_leadership(STATE, {"b2", "b3"})  # b2 is live but not in the ISR
-    assert moved == replace(STATE, leader="b3", leader_epoch=5)
-    assert moved.isr == STATE.isr  # the ISR is the leaders' business, not the controller's
+    # the dead leader leaves the ISR with the election; b2 joins only once caught up
+    assert moved == replace(STATE, leader="b3", leader_epoch=5, isr=("b3",))
 
 
 def test_without_a_live_isr_replica_the_partition_goes_offline_once() -> None:
@@ -53,7 +53,9 @@ def test_without_a_live_isr_replica_the_partition_goes_offline_once() -> None:
 
 def test_an_offline_partition_comes_back_with_its_isr_replica() -> None:
     offline = replace(STATE, leader="", leader_epoch=5)
-    assert next_leadership(offline, {"b3"}) == replace(STATE, leader="b3", leader_epoch=6)
+    assert next_leadership(offline, {"b3"}) == replace(
+        STATE, leader="b3", leader_epoch=6, isr=("b3",)
+    )
 
 
 # --- key layout and values -----------------------------------------------------------

@@ -21,14 +21,15 @@ whatever its predecessor left half done), for a partition whose leader is
 not a live broker, as decided by `next_leadership`:
 
 - if a replica that is live AND in the ISR exists, the first such in
-  replica order becomes leader, leader_epoch + 1 (controller.leader_moved,
-  or controller.partition_online when the partition had no leader);
+  replica order becomes leader, leader_epoch + 1, and the ISR keeps only
+  its live members (controller.leader_moved, or controller.partition_online
+  when the partition had no leader);
 - otherwise the partition goes offline: leader "", leader_epoch + 1, ISR
   unchanged (controller.partition_offline); it comes back online, epoch + 1
   again, as soon as one of its ISR replicas is live. Unclean election (a
   leader from outside the ISR) is never done here.
 
-The ISR itself is not changed here: that is the partition leaders' job.
+Otherwise the ISR is the partition leaders' job (they shrink and expand it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ def next_leadership(state: PartitionState, alive: Set[str]) -> PartitionState | 
         return None
     candidates = [r for r in state.replicas if r in state.isr and r in alive]
     if candidates:
-        return dataclasses.replace(state, leader=candidates[0], leader_epoch=state.leader_epoch + 1)
+        # The dead brokers leave the ISR with the election (as Kafka's controller
+        # does), so acks=all on the new leader does not wait for them to time out.
+        isr = tuple(r for r in state.isr if r in alive)
+        return dataclasses.replace(
+            state, leader=candidates[0], leader_epoch=state.leader_epoch + 1, isr=isr
+        )
     if state.leader:
         return dataclasses.replace(state, leader="", leader_epoch=state.leader_epoch + 1)
     return None
@@ -101,14 +107,19 @@ class Controller:
 
     async def _loop(self) -> None:
         backoff = Backoff(first=0.1, cap=2.0)
+        failing = False  # only the first failure of an outage is a warning
         while True:
             seen = self._cache.revision
             try:
                 await self._step()
                 backoff.reset()
+                failing = False
                 retry_after = None
             except EtcdUnavailableError as exc:
-                log.warning("controller.etcd_unavailable", broker_id=self._me, error=str(exc))
+                (log.debug if failing else log.warning)(
+                    "controller.etcd_unavailable", broker_id=self._me, error=str(exc)
+                )
+                failing = True
                 retry_after = backoff.next()
             except CoordinatorError as exc:
                 log.error("controller.failed", broker_id=self._me, error=str(exc))
