@@ -4,6 +4,7 @@ truncation and replication."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,35 @@ async def test_a_follower_keeps_the_state_so_a_new_leader_deduplicates(tmp_path:
     finally:
         await close(leader)
         await close(follower)
+
+
+async def test_a_cancelled_writer_does_not_abandon_or_repeat_the_load(tmp_path: Path):
+    p = open_partition(tmp_path / "p")
+    acked = await p.produce(idempotent(PID, 0, b"a"), ACKS_LEADER, 5)
+    await close(p)
+    p = open_partition(tmp_path / "p")
+    started, release = threading.Event(), threading.Event()
+    calls = []
+    rebuild = p.producers.rebuild
+
+    def slow_rebuild(headers, end_offset):
+        calls.append(end_offset)
+        started.set()
+        release.wait(10)
+        rebuild(headers, end_offset)
+
+    p.producers.rebuild = slow_rebuild  # type: ignore[method-assign]
+    try:
+        first = asyncio.create_task(p.produce(idempotent(PID, 0, b"a"), ACKS_LEADER, 5))
+        await asyncio.to_thread(started.wait, 10)
+        first.cancel()  # e.g. a replica fetcher stopped on a leadership change
+        second = asyncio.create_task(p.produce(idempotent(PID, 0, b"a"), ACKS_LEADER, 5))
+        release.set()
+        again = await second
+        assert (again.base_offset, again.last_offset) == (acked.base_offset, acked.last_offset)
+        assert calls == [1] and p.log.log_end_offset == 1
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        release.set()
+        await close(p)

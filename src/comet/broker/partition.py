@@ -110,7 +110,7 @@ class Partition:
         self._closed = False
         self._gone: BrokerError | None = None
         self.producers = ProducerStateManager(f"{topic}/{index}")  # loaded before the 1st write
-        self._producers_loading = asyncio.Lock()
+        self._producers_loading: asyncio.Task[None] | None = None
 
     # --- role ------------------------------------------------------------------
 
@@ -213,16 +213,21 @@ class Partition:
     async def producer_state(self) -> ProducerStateManager:
         """Producer state, rebuilt from the log first if it ends elsewhere (open, truncation).
 
-        The rebuild (a header scan) runs in a worker thread; every writer
-        awaits this before appending, so the log does not grow meanwhile.
+        The rebuild (a header scan) runs once in a worker thread, shared by
+        every writer waiting for it and shielded from their cancellation;
+        writers append only after this returns, so the log does not grow
+        meanwhile.
         """
         producers = self.producers
         while producers.end_offset != self.log.log_end_offset:
-            async with self._producers_loading:
+            loading = self._producers_loading
+            if loading is None or loading.done():
+                headers = self.log.iter_batch_headers()
                 end = self.log.log_end_offset
-                if producers.end_offset != end:
-                    headers = self.log.iter_batch_headers()
-                    await asyncio.to_thread(producers.rebuild, headers, end)
+                loading = asyncio.ensure_future(asyncio.to_thread(producers.rebuild, headers, end))
+                loading.add_done_callback(lambda task: task.cancelled() or task.exception())
+                self._producers_loading = loading
+            await asyncio.shield(loading)
         return producers
 
     async def _wait_replicated(self, info: AppendInfo, deadline: float) -> None:
