@@ -51,6 +51,12 @@ def test_without_a_live_isr_replica_the_partition_goes_offline_once() -> None:
     assert next_leadership(offline, {"b2"}) is None  # no unclean election, no epoch churn
 
 
+def test_unclean_election_only_when_the_topic_allows_it() -> None:
+    assert next_leadership(STATE, {"b2"}, unclean=False).leader == ""
+    unclean = next_leadership(STATE, {"b2"}, unclean=True)
+    assert (unclean.leader, unclean.leader_epoch, unclean.isr) == ("b2", 5, ("b2",))
+
+
 def test_an_offline_partition_comes_back_with_its_isr_replica() -> None:
     offline = replace(STATE, leader="", leader_epoch=5)
     assert next_leadership(offline, {"b3"}) == replace(

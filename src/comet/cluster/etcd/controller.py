@@ -27,7 +27,8 @@ not a live broker, as decided by `next_leadership`:
 - otherwise the partition goes offline: leader "", leader_epoch + 1, ISR
   unchanged (controller.partition_offline); it comes back online, epoch + 1
   again, as soon as one of its ISR replicas is live. Unclean election (a
-  leader from outside the ISR) is never done here.
+  leader from outside the ISR) only for a topic with
+  unclean.leader.election.enable=1.
 
 Otherwise the ISR is the partition leaders' job (they shrink and expand it).
 """
@@ -50,16 +51,28 @@ from comet.cluster.etcd.watcher import MetadataWatcher
 
 log = structlog.get_logger(__name__)
 
+UNCLEAN_KEY = "unclean.leader.election.enable"
 
-def next_leadership(state: PartitionState, alive: Set[str]) -> PartitionState | None:
-    """The state the controller writes for `state` given the live brokers; None: leave it."""
+
+def next_leadership(
+    state: PartitionState, alive: Set[str], *, unclean: bool = False
+) -> PartitionState | None:
+    """The state the controller writes for `state` given the live brokers; None: leave it.
+
+    With `unclean` (the topic's unclean.leader.election.enable=1) a live
+    replica outside the ISR may lead when no ISR replica is live: the
+    partition comes back at once, at the price of losing what only the ISR
+    had.
+    """
     if state.leader and state.leader in alive:
         return None
     candidates = [r for r in state.replicas if r in state.isr and r in alive]
+    if not candidates and unclean:
+        candidates = [r for r in state.replicas if r in alive]
     if candidates:
         # The dead brokers leave the ISR with the election (as Kafka's controller
         # does), so acks=all on the new leader does not wait for them to time out.
-        isr = tuple(r for r in state.isr if r in alive)
+        isr = tuple(r for r in state.isr if r in alive) or (candidates[0],)
         return dataclasses.replace(
             state, leader=candidates[0], leader_epoch=state.leader_epoch + 1, isr=isr
         )
@@ -164,7 +177,9 @@ class Controller:
     async def _reconcile(self) -> None:
         alive = frozenset(self._cache.brokers)
         for state in list(self._cache.all_states()):
-            target = next_leadership(state, alive)
+            entry = self._cache.topics.get(state.topic)
+            unclean = entry is not None and entry.spec.config.get(UNCLEAN_KEY, "0") == "1"
+            target = next_leadership(state, alive, unclean=unclean)
             if target is None:
                 continue
             if not await self._write(state, target):
