@@ -174,3 +174,27 @@ def test_a_dead_first_bootstrap_address_is_skipped(cluster: Cluster) -> None:
     with CometClient(f"{dead},{cluster.bootstrap}") as client:
         client.create_topic("via-second", 1, 2)
         assert client.produce_batch("via-second", 0, encode_batch([(b"k", b"v")])).base_offset == 0
+
+
+def test_original_replicate_writes_only_to_followers(cluster: Cluster) -> None:
+    with CometClient(cluster.bootstrap) as client:
+        client.create_topic("legacy", 1, 3)
+    for b in cluster.brokers:
+        wait_for(lambda b=b: cluster.partition("legacy", 0, via=b), 2, f"'legacy' at {b}")
+    with CometClient(cluster.bootstrap) as client:
+        client.produce_batch("legacy", 0, encode_batch([(b"k", b"v")]), acks="all")
+    info = cluster.partition("legacy", 0)
+    follower = cluster.brokers[next(r for r in info.replicas if r != info.leader)].address
+
+    async def replicate(address: str, offset: int) -> None:
+        request = pb.ReplicateRequest(
+            topic="legacy", partition=0, records=[pb.WalRecord(offset=offset, value=b"v")]
+        )
+        async with aio.CometClient(address) as raw:
+            await raw.call_address(address, lambda s: s.Replicate(request, timeout=5))
+
+    asyncio.run(replicate(follower, 0))  # already there: skipped, success
+    with pytest.raises(InvalidRequestError, match="gap"):
+        asyncio.run(replicate(follower, 5))
+    with pytest.raises(NotLeaderError, match="only to followers"):
+        asyncio.run(replicate(cluster.brokers[info.leader].address, 1))

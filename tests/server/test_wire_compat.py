@@ -501,15 +501,26 @@ def test_subscribe_unknown_topic_not_found(orig, topic):
     assert topic in details
 
 
-def test_replicate_unimplemented(orig):
+def test_replicate_is_refused_at_the_leader_and_for_unknown_topics(orig, topic):
+    # Replication is the followers' ReplicaFetch now; Replicate still writes to a
+    # follower replica for old callers, and a single broker leads every partition.
+    orig("CreateTopic", name=topic, partitions=1, replication_factor=1)
     details = orig.fails(
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
         "Replicate",
-        topic="t",
+        topic=topic,
         partition=0,
         records=[{"offset": 0, "value": b"x"}],
     )
-    assert "Replicate" in details
+    assert "led by this broker" in details
+    details = orig.fails(
+        grpc.StatusCode.NOT_FOUND,
+        "Replicate",
+        topic=f"{topic}-missing",
+        partition=0,
+        records=[{"offset": 0, "value": b"x"}],
+    )
+    assert "does not exist" in details
 
 
 # --- protoc-generated original stubs, in their own process ---------------------
@@ -542,6 +553,6 @@ def test_generated_original_stubs_work(original_build, broker, topic):
     assert out["subscribed"][2] >= 1
     assert out["polled"] == [[1, 0, "v1"], [1, 1, "v2"]]
     assert out["unsubscribed"] is True
-    assert out["replicate_code"] == "UNIMPLEMENTED"
+    assert out["replicate_code"] == "INVALID_ARGUMENT"  # no records
     assert out["delete_success"] is True
     assert out["delete_again_code"] == "NOT_FOUND"

@@ -45,7 +45,14 @@ from comet.cluster import (
     TopicSpec,
 )
 from comet.cluster import TopicNotFoundError as CoordTopicNotFound
-from comet.records import Record, decode_batches, encode_batch
+from comet.records import (
+    Record,
+    RecordBatchBuilder,
+    decode_batches,
+    encode_batch,
+    stamp_batch,
+    validate_batches,
+)
 from comet.storage import AppendInfo, InvalidConfigError, ReadResult
 
 log = structlog.get_logger(__name__)
@@ -553,6 +560,46 @@ class Broker:
         target = self.partition(topic, partition)
         target.check_epoch(current_leader_epoch)
         return target.log.leader_epochs.end_offset_for(leader_epoch, target.log.log_end_offset)
+
+    def replicate_records(
+        self, topic: str, partition: int, records: Sequence[tuple[int, bytes, bytes, int]]
+    ) -> int:
+        """Original Replicate: write (offset, key, value, timestamp ns) at a follower replica.
+
+        Kept for old callers; followers replicate by fetching. Records below
+        the replica's log end are skipped (already there), the rest must
+        continue it without a gap; returns the new log end offset.
+        """
+        self._check_running()
+        validate_topic_name(topic, "topic")
+        if not records:
+            raise InvalidRequestError("records: at least one record is required")
+        if topic not in self._topics:
+            raise TopicNotFoundError(f"topic {topic!r} does not exist")
+        hosted = self._partitions.get((topic, partition))
+        if hosted is None:
+            raise NotLeaderError(f"{topic}/{partition} has no replica on broker {self.me.id}")
+        if hosted.is_leader:
+            raise NotLeaderError(
+                f"{topic}/{partition} is led by this broker ({self.me.id}); "
+                "Replicate writes only to followers"
+            )
+        log_end = hosted.log.log_end_offset
+        fresh = [r for r in records if r[0] >= log_end]
+        for i, (offset, *_rest) in enumerate(fresh):
+            if offset != log_end + i:
+                raise InvalidRequestError(
+                    f"records[{i}].offset: {offset} leaves a gap after the replica's log end "
+                    f"{log_end}; records must continue it"
+                )
+        if fresh:
+            builder = RecordBatchBuilder(max_bytes=1 << 30)
+            for _offset, key, value, ts_ns in fresh:
+                builder.append(key or None, value, ts_ns // 1_000_000)
+            batch = bytearray(builder.build())
+            stamp_batch(batch, 0, log_end, hosted.leader_epoch)
+            hosted.log.append_stamped(batch, validate_batches(batch, producer=False))
+        return hosted.log.log_end_offset
 
     def coordinator_for(self, group: str) -> str:
         """Id of the broker coordinating `group`: a fixed hash over the live brokers."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comet.broker.errors import NotLeaderError, UnimplementedError
+from comet.broker.errors import NotLeaderError
 from comet.server.rpc_errors import NS_PER_MS, forward, handles_errors
 from comet.v1 import broker_pb2 as pb
 
@@ -127,5 +127,10 @@ class OriginalRpcs:
 
     @handles_errors
     async def Replicate(self, request: pb.ReplicateRequest, context: Any) -> pb.ReplicateResponse:
-        """Replication arrives with cluster mode."""
-        raise UnimplementedError("Replicate: replication is not available in single-broker mode")
+        """Original leader-to-follower copy; kept for old callers (followers now fetch)."""
+        self.broker.replicate_records(
+            request.topic,
+            request.partition,
+            [(r.offset, r.key, r.value, r.timestamp) for r in request.records],
+        )
+        return pb.ReplicateResponse(success=True)
