@@ -40,6 +40,7 @@ from comet.broker.validation import (
 from comet.cluster import (
     BrokerRecord,
     Coordinator,
+    NotEnoughBrokersError,
     PartitionState,
     TopicExistsError,
     TopicSpec,
@@ -282,6 +283,8 @@ class Broker:
             # creator's partitions are open here before answering.
             await self._converge()
             raise TopicAlreadyExistsError(f"topic {name!r} already exists") from None
+        except NotEnoughBrokersError as exc:  # the live set changed since the check above
+            raise InvalidRequestError(f"replication_factor: {exc}") from None
         log.info(
             "topic.created",
             topic=name,
