@@ -55,8 +55,6 @@ log = structlog.get_logger(__name__)
 
 EARLIEST = -2
 LATEST = -1
-DEFAULT_CONSUME_RECORDS = 100
-MAX_CONSUME_RECORDS = 10_000
 
 
 class RemoteReader(Protocol):
