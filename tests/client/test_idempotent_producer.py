@@ -171,6 +171,15 @@ def test_idempotence_limits_max_in_flight():
         ProducerConfig(topic="t", max_in_flight=6).validate()
 
 
+def test_idempotence_follows_acks_all_as_in_kafka():
+    assert ProducerConfig(topic="t").idempotent  # acks="all" by default
+    assert not ProducerConfig(topic="t", acks=1).idempotent
+    assert not ProducerConfig(topic="t", enable_idempotence=False).idempotent
+    ProducerConfig(topic="t", acks=1, max_in_flight=9).validate()
+    with pytest.raises(ValueError, match="enable_idempotence: needs acks='all'"):
+        ProducerConfig(topic="t", acks=1, enable_idempotence=True).validate()
+
+
 async def test_a_restarted_broker_still_deduplicates(tmp_path: Path, topic):
     local = LocalBroker(data_dir=tmp_path / "data", log_path=tmp_path / "broker.log")
     local.start()

@@ -38,7 +38,8 @@ class ProducerConfig:
     order even across retries). Failed sends are retried with backoff until
     delivery_timeout after the record was accepted.
 
-    enable_idempotence (default): the producer gets a producer id from the
+    enable_idempotence (None = on exactly when acks="all", as in Kafka;
+    True needs acks="all"): the producer gets a producer id from the
     cluster and stamps each batch with it and a per-partition sequence, so
     the leader drops retried batches it already has (answering with their
     original offsets) and refuses gaps; retries never duplicate records. It
@@ -64,10 +65,17 @@ class ProducerConfig:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     create_topic: bool = True
-    enable_idempotence: bool = True
+    enable_idempotence: bool | None = None
     key_serializer: Serializer | None = None
     value_serializer: Serializer | None = None
     topic_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the producer is idempotent: enable_idempotence, or by default acks="all"."""
+        if self.enable_idempotence is None:
+            return self.acks in ("all", -1)
+        return self.enable_idempotence
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that breaks its rule."""
@@ -79,7 +87,12 @@ class ProducerConfig:
         _positive_int("buffer_size", self.buffer_size)
         _positive_int("batch_size", self.batch_size)
         _positive_int("max_in_flight", self.max_in_flight)
-        if self.enable_idempotence and self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
+        if self.enable_idempotence and self.acks not in ("all", -1):
+            raise ValueError(
+                f"enable_idempotence: needs acks='all' (got acks={self.acks!r}): a batch "
+                "acknowledged by the leader alone can be lost, so its retry is not a duplicate"
+            )
+        if self.idempotent and self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
             raise ValueError(
                 f"max_in_flight: must be <= {MAX_IN_FLIGHT_IDEMPOTENT} with enable_idempotence, "
                 f"got {self.max_in_flight}"

@@ -7,7 +7,7 @@ batches, concatenates those of one partition into one ProduceBatch request
 partition, and retries retriable failures with doubling backoff until the
 batch's delivery_timeout, refreshing metadata in between.
 
-Idempotent (enable_idempotence, the default): start() gets a producer id;
+Idempotent (enable_idempotence; by default with acks="all"): start() gets a producer id;
 each batch is stamped with it, the epoch and its partition's next sequence
 when it is first sent, and retries resend the same bytes. One batch per
 request and one request in flight per partition keep sequences in order.
@@ -63,7 +63,7 @@ class TopicProducer:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._closing = False
         self._closed = False
-        self._idempotent = config.enable_idempotence
+        self._idempotent = config.idempotent
         self._identity: tuple[int, int] | None = None  # (producer id, epoch); None: get a new one
         self._identity_lock = asyncio.Lock()
         self._sequences: dict[int, int] = {}  # next base sequence per partition
