@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from comet.cli.child_process import ChildProcess
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,7 +44,7 @@ def wait_healthy(
             time.sleep(0.05)
 
 
-class LocalBroker:
+class LocalBroker(ChildProcess):
     """A `comet` process in single-broker mode on 127.0.0.1 with its own data directory."""
 
     def __init__(
@@ -68,12 +68,6 @@ class LocalBroker:
         """host:port clients dial."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        """Process id of the running broker."""
-        assert self.proc is not None
-        return self.proc.pid
-
     def start(self, timeout_s: float = 20.0) -> LocalBroker:
         """Start the process and wait until its health service says SERVING."""
         cmd = [
@@ -96,63 +90,3 @@ class LocalBroker:
         log.close()
         wait_healthy(self.address, timeout_s, self.proc)
         return self
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGTERM and wait; returns the exit code (kills after `timeout_s`)."""
-        if self.proc is None:
-            return 0
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)  # a paused broker cannot handle SIGTERM
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise
-        return proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def pause(self) -> None:
-        """SIGSTOP: the broker stops answering, its connections and leases stay open."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after `pause`."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    @property
-    def running(self) -> bool:
-        """True while the process is alive."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def cleanup(self) -> None:
-        """Stop and remove a temporary data directory."""
-        if self.proc is not None:
-            self.kill()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def log_text(self) -> str:
-        """Everything the broker logged."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> LocalBroker:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cleanup()

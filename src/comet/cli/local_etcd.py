@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,8 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from types import TracebackType
 
+from comet.cli.child_process import ChildProcess
 from comet.cli.local_broker import free_port
 
 # Comet writes a topic and all its partition states in one transaction, so the
@@ -100,7 +99,7 @@ def wait_etcd_healthy(
         time.sleep(0.05)
 
 
-class EtcdProcess:
+class EtcdProcess(ChildProcess):
     """One etcd process on 127.0.0.1 with its own data directory; see the module docstring."""
 
     def __init__(
@@ -127,12 +126,6 @@ class EtcdProcess:
         """host:port for etcd clients (Comet's --etcd)."""
         return f"127.0.0.1:{self.client_port}"
 
-    @property
-    def pid(self) -> int:
-        """Process id of the running etcd."""
-        assert self.proc is not None
-        return self.proc.pid
-
     def start(self, timeout_s: float = 20.0) -> EtcdProcess:
         """Start etcd (on an existing data directory: the same cluster) and wait until healthy."""
         if self.proc is not None:
@@ -151,64 +144,10 @@ class EtcdProcess:
             raise
         return self
 
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGTERM and wait; returns the exit code (kills after `timeout_s`)."""
-        if self.proc is None:
-            return 0
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)  # a paused etcd cannot handle SIGTERM
-            proc.terminate()
-            try:
-                return proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise
-        return proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
     def restart(self, timeout_s: float = 20.0) -> EtcdProcess:
         """Stop (if running) and start again on the same data directory and ports."""
         self.stop()
         return self.start(timeout_s)
-
-    def pause(self) -> None:
-        """SIGSTOP: etcd stops answering but its connections stay open."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after `pause`."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def cleanup(self) -> None:
-        """Kill if running and remove a temporary data directory."""
-        self.kill()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def log_text(self) -> str:
-        """Everything etcd logged."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> EtcdProcess:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
