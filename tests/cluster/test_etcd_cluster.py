@@ -33,11 +33,10 @@ async def test_a_topic_created_on_one_broker_is_seen_by_the_others_within_a_seco
         return all([(await c.get_topic(name) is not None) == present for c in (b1, b2, b3)])
 
     await b1.create_topic(TopicSpec("orders", 6, 3))
-    took = await eventually(lambda: everyone_sees("orders", True), timeout_s=1.0)
+    await eventually(lambda: everyone_sees("orders", True), timeout_s=1.0)
     assert await b3.partition_states("orders") == await b1.partition_states("orders")
     await b2.delete_topic("orders")
-    took = max(took, await eventually(lambda: everyone_sees("orders", False), timeout_s=1.0))
-    print(f"\ncluster-wide topic visibility: {took * 1000:.1f} ms")
+    await eventually(lambda: everyone_sees("orders", False), timeout_s=1.0)
 
 
 async def test_exactly_one_controller_and_a_new_one_when_it_closes(
@@ -53,10 +52,8 @@ async def test_exactly_one_controller_and_a_new_one_when_it_closes(
     await eventually(agreed)
     first = await members["b1"].controller_id()
     assert first is not None
-    started = time.monotonic()
     await members[first].close()
     await eventually(lambda: agreed(exclude=first), timeout_s=2.0)
-    print(f"\nnew controller after close: {(time.monotonic() - started) * 1000:.1f} ms")
     survivor = next(c for b, c in members.items() if b != first)
     assert await survivor.controller_id() != first
     assert first not in [b.id for b in await survivor.list_brokers()]
@@ -76,17 +73,14 @@ async def test_a_killed_broker_expires_and_the_controller_moves_or_offlines_its_
     assert {t for t, _ in led_by_victim} == {"rf1", "rf2"}
     await eventually(lambda: _same_view(b1, b2))
 
-    killed = time.monotonic()
     victim.kill()
-    gone = await eventually(lambda: _ids(b2, {"b1", "b2"}), timeout_s=6.0)
-    print(f"\nkill -9 to broker gone from metadata: {gone * 1000:.0f} ms")
+    await eventually(lambda: _ids(b2, {"b1", "b2"}), timeout_s=6.0)
 
     async def handled() -> bool:
         now = {(s.topic, s.partition): s for s in await _states(b2)}
         return all(now[k].leader != "b3" for k in led_by_victim)
 
     await eventually(handled, timeout_s=3.0)
-    print(f"kill -9 to leadership handled: {(time.monotonic() - killed) * 1000:.0f} ms")
     after = {(s.topic, s.partition): s for s in await _states(b1)}
     for key, old in before.items():
         new = after[key]
@@ -124,10 +118,8 @@ async def test_killing_the_controller_elects_a_new_one_after_its_lease_expires(
     b1 = await coordinators("b1")
     b2 = await coordinators("b2")
     await eventually(lambda: _controller_is(b1, "b0"))
-    killed = time.monotonic()
     controller.kill()
     await eventually(lambda: _controller_is(b2, "b1", "b2"), timeout_s=6.0)
-    print(f"\nkill -9 of the controller to a new one: {(time.monotonic() - killed) * 1000:.0f} ms")
     assert await b1.controller_id() == await b2.controller_id()
 
 
