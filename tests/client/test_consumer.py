@@ -257,3 +257,39 @@ def child_values(child_seen: list[tuple[int, int]], broker: LocalBroker, topic: 
                 values.add(int(record.value))
                 break
     return values
+
+
+def test_batches_deliver_everything_and_commit_after_the_next_is_asked(
+    broker: LocalBroker, topic: str
+) -> None:
+    produce(broker.address, topic, 250)
+    group = f"g-{topic}"
+    got: list[int] = []
+    cfg = fast(broker.address, group, max_poll_records=100, enable_auto_commit=False)
+    with Consumer(cfg) as consumer, CometClient(broker.address) as client:
+        batches = consumer.batches(topic)
+        first = next(batches)
+        assert first.topic == topic and first.partition == 0
+        got += [int(r.value) for r in first.records]
+        consumer.commit()  # the first batch is still in hand: nothing to commit
+        assert client.fetch_offsets(group, {topic: [0]}).get((topic, 0), -1) == -1
+        for batch in batches:
+            got += [int(r.value) for r in batch.records]
+            if len(got) >= 250:
+                break
+        consumer.commit()  # everything before the last batch was handled
+        committed = client.fetch_offsets(group, {topic: [0]})[(topic, 0)]
+    assert got == list(range(250))
+    assert 0 < committed < 250 and committed == 250 - len(batch.records)
+
+
+async def test_async_batches(broker: LocalBroker, topic: str) -> None:
+    await asyncio.to_thread(produce, broker.address, topic, 120)
+    seen = 0
+    async with aio.Consumer(fast(broker.address, f"g-{topic}")) as consumer:
+        async for batch in consumer.batches(topic):
+            assert all(r.offset >= 0 and r.timestamp > 0 for r in batch.records)
+            seen += len(batch.records)
+            if seen >= 120:
+                break
+    assert seen == 120

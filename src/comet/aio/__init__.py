@@ -2,10 +2,10 @@
 
 from comet.aio.accumulator import BufferFullError, partition_for_key
 from comet.aio.addresses import parse_addresses
-from comet.aio.channel import Message
+from comet.aio.channel import Message, MessageBatch
 from comet.aio.client import EARLIEST, LATEST, CometClient, with_retries
 from comet.aio.config import ConsumerConfig, ProducerConfig
-from comet.aio.consumer import Consumer, MessageStream
+from comet.aio.consumer import BatchStream, Consumer, MessageStream
 from comet.aio.delivery import DeliveryHandle, RecordMetadata
 from comet.aio.producer import TopicProducer
 from comet.aio.types import (
@@ -21,6 +21,7 @@ from comet.aio.types import (
 __all__ = [
     "EARLIEST",
     "LATEST",
+    "BatchStream",
     "BrokerInfo",
     "BufferFullError",
     "ClusterMetadata",
@@ -30,6 +31,7 @@ __all__ = [
     "DeliveryHandle",
     "FetchResult",
     "Message",
+    "MessageBatch",
     "MessageStream",
     "PartitionInfo",
     "ProduceResult",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 
@@ -19,13 +20,60 @@ class Message(NamedTuple):
     headers: list[tuple[str, bytes | None]]
 
 
-class Chunk(NamedTuple):
-    """Messages of one partition from one fetch, tagged with the assignment epoch."""
+class MessageBatch(NamedTuple):
+    """Records of one partition as fetched, for consumers that take them in bulk.
 
-    epoch: int
+    `records` are the codec's record views (attributes offset, timestamp
+    in ms, key, value, headers; bytes, not deserialized): no per-record
+    Message is built, which is the fastest way to consume.
+    """
+
     topic: str
     partition: int
-    messages: list[Message]
+    records: list[Any]
+
+
+class Chunk:
+    """Records of one partition from one fetch, tagged with the assignment epoch.
+
+    Holds the codec's record views; `messages` builds Message objects (and
+    applies deserializers) only when a per-message consumer asks for them.
+    """
+
+    __slots__ = ("_convert", "_messages", "epoch", "partition", "records", "topic")
+
+    def __init__(
+        self,
+        epoch: int,
+        topic: str,
+        partition: int,
+        records: list[Any],
+        convert: Callable[[Chunk], list[Message]],
+    ) -> None:
+        self.epoch = epoch
+        self.topic = topic
+        self.partition = partition
+        self.records = records
+        self._convert = convert
+        self._messages: list[Message] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The records as Message objects (built on first use)."""
+        if self._messages is None:
+            self._messages = self._convert(self)
+        return self._messages
+
+    def offset_after(self, count: int) -> int:
+        """The offset following the first `count` records."""
+        return int(self.records[count - 1].offset) + 1
+
+    def batch(self) -> MessageBatch:
+        """The chunk as a MessageBatch of record views."""
+        return MessageBatch(self.topic, self.partition, self.records)
 
 
 class MessageChannel:
@@ -53,7 +101,7 @@ class MessageChannel:
             if self._closed:
                 return
             self._chunks.append(chunk)
-            self._count += len(chunk.messages)
+            self._count += len(chunk)
             self._changed.notify_all()
 
     async def get(self) -> Chunk | None:
@@ -63,7 +111,7 @@ class MessageChannel:
             if not self._chunks:
                 return None
             chunk = self._chunks.popleft()
-            self._count -= len(chunk.messages)
+            self._count -= len(chunk)
             self._changed.notify_all()
             return chunk
 
@@ -72,7 +120,7 @@ class MessageChannel:
         async with self._changed:
             kept = [c for c in self._chunks if c.epoch >= epoch]
             self._chunks = deque(kept)
-            self._count = sum(len(c.messages) for c in kept)
+            self._count = sum(len(c) for c in kept)
             self._changed.notify_all()
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ from comet.aio.channel import Chunk, Message, MessageChannel
 from comet.aio.client import EARLIEST, LATEST, CometClient
 from comet.aio.config import ConsumerConfig
 from comet.aio.events import EventLogger
-from comet.aio.stream import ChunkCursor, MessageStream
+from comet.aio.stream import BatchStream, ChunkCursor, MessageStream
 from comet.aio.types import FetchResult
 from comet.errors import (
     ClientClosedError,
@@ -111,6 +111,13 @@ class Consumer:
     def messages(self, topic: str) -> MessageStream:
         """Subscribe to `topic` and iterate its records: `async for msg in consumer.messages(t)`."""
         return MessageStream(self, self._add_subscription(topic, None, False))
+
+    def batches(self, topic: str) -> BatchStream:
+        """Subscribe to `topic` and iterate MessageBatches (the fastest way to consume).
+
+        A batch counts as handled once the next one is asked for.
+        """
+        return BatchStream(self, self._add_subscription(topic, None, False))
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop consuming `topic`; its partitions go to other members of the group."""
@@ -341,47 +348,52 @@ class Consumer:
                 for _, header in iter_batches(result.records):
                     end = header.next_offset
                 pending = fetch(end)  # in flight while this result is decoded and delivered
-                messages = self._decode(topic, partition, offset, result.records)
+                records = self._decode(offset, result.records)
                 offset = max(end, offset)
-                for i in range(0, len(messages), step):
-                    await sub.channel.put(Chunk(epoch, topic, partition, messages[i : i + step]))
+                convert = self._to_messages
+                for i in range(0, len(records), step):
+                    await sub.channel.put(
+                        Chunk(epoch, topic, partition, records[i : i + step], convert)
+                    )
         finally:
             pending.cancel()
 
-    def _decode(self, topic: str, partition: int, start: int, records: bytes) -> list[Message]:
-        """Messages at or after `start` in fetched batches, deserialized as configured."""
-        kd, vd = self.config.key_deserializer, self.config.value_deserializer
-        out: list[Message] = []
+    def _decode(self, start: int, records: bytes) -> list[Any]:
+        """The codec's record views at or after `start` in fetched batches (no Message yet)."""
+        out: list[Any] = []
         view = memoryview(records)
         for pos, header in iter_batches(view):
             if header.next_offset <= start:
                 continue
-            batch = RecordBatchReader(bytes(view[pos : pos + header.size]))
-            if kd is None and vd is None:
-                # tuple.__new__ skips the namedtuple's Python-level __new__ (hot path)
-                out += [
-                    new_tuple(
-                        Message,
-                        (topic, partition, r.offset, r.key, r.value, r.timestamp, r.headers),
-                    )
-                    for r in batch
-                ]
-            else:
-                out += [
-                    Message(
-                        topic,
-                        partition,
-                        r.offset,
-                        kd(r.key) if kd and r.key is not None else r.key,
-                        vd(r.value) if vd and r.value is not None else r.value,
-                        r.timestamp,
-                        r.headers,
-                    )
-                    for r in batch
-                ]
+            out += RecordBatchReader(bytes(view[pos : pos + header.size]))
         if out and out[0].offset < start:
-            out = [m for m in out if m.offset >= start]
+            out = [r for r in out if r.offset >= start]
         return out
+
+    def _to_messages(self, chunk: Chunk) -> list[Message]:
+        """Message objects for a chunk's records, deserialized as configured."""
+        topic, partition = chunk.topic, chunk.partition
+        kd, vd = self.config.key_deserializer, self.config.value_deserializer
+        if kd is None and vd is None:
+            # tuple.__new__ skips the namedtuple's Python-level __new__ (hot path)
+            return [
+                new_tuple(
+                    Message, (topic, partition, r.offset, r.key, r.value, r.timestamp, r.headers)
+                )
+                for r in chunk.records
+            ]
+        return [
+            Message(
+                topic,
+                partition,
+                r.offset,
+                kd(r.key) if kd and r.key is not None else r.key,
+                vd(r.value) if vd and r.value is not None else r.value,
+                r.timestamp,
+                r.headers,
+            )
+            for r in chunk.records
+        ]
 
     async def _dispatch(self, sub: _Subscription) -> None:
         loop = asyncio.get_running_loop()
@@ -461,7 +473,7 @@ class Consumer:
             return
         tp = (chunk.topic, chunk.partition)
         if tp in self._processed:
-            self._processed[tp] = chunk.messages[count - 1].offset + 1
+            self._processed[tp] = chunk.offset_after(count)
             self._since_commit += count if newly is None else newly
 
     # --- commits -------------------------------------------------------------

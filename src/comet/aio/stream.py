@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from comet.aio.channel import Chunk, Message
+from comet.aio.channel import Chunk, Message, MessageBatch
 
 if TYPE_CHECKING:
     from comet.aio.consumer import Consumer, _Subscription
@@ -90,3 +90,37 @@ class MessageStream:
                 cursor.index = 1
                 cursor.in_hand = True
                 return chunk.messages[0]
+
+
+class BatchStream:
+    """Async iterator of MessageBatches; a batch counts as handled when the next is asked."""
+
+    def __init__(self, consumer: Consumer, sub: _Subscription) -> None:
+        self._consumer = consumer
+        self._sub = sub
+        self._cursor = ChunkCursor(consumer)
+        consumer._cursors.add(self._cursor)
+
+    def __aiter__(self) -> BatchStream:
+        return self
+
+    def mark_done(self) -> None:
+        """Count the batch last returned as handled now."""
+        cursor = self._cursor
+        if cursor.chunk is not None:
+            cursor.index = len(cursor.chunk)  # index 0 while the batch is in hand
+            cursor.sync()
+
+    async def __anext__(self) -> MessageBatch:
+        consumer = self._consumer
+        self.mark_done()
+        if consumer._since_commit >= consumer.config.auto_commit_every:
+            consumer._kick_commit()
+        cursor = self._cursor
+        while True:
+            chunk = await self._sub.channel.get()
+            if chunk is None:
+                raise StopAsyncIteration
+            cursor.load(chunk)
+            if chunk.epoch == consumer._epoch and len(chunk):
+                return chunk.batch()

@@ -244,9 +244,14 @@ async def run_client_produce(
 
 
 async def run_client_consume(
-    bootstrap: str, topic: str, count: int, size: int, progress: Progress | None
+    bootstrap: str,
+    topic: str,
+    count: int,
+    size: int,
+    progress: Progress | None,
+    per_message: bool = False,
 ) -> BenchResult:
-    """Consume `count` records through the public group Consumer (iterator form)."""
+    """Consume `count` records through the public group Consumer (batches, or per message)."""
     task = progress.add_task("consume (Consumer)", total=count) if progress else None
     cfg = ConsumerConfig(
         bootstrap,
@@ -261,12 +266,20 @@ async def run_client_consume(
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     async with Consumer(cfg) as consumer:
-        async for _message in consumer.messages(topic):
-            seen += 1
-            if seen % 10_000 == 0 and progress and task is not None:
-                progress.update(task, completed=seen)
-            if seen >= count:
-                break
+        if per_message:
+            async for _message in consumer.messages(topic):
+                seen += 1
+                if seen % 10_000 == 0 and progress and task is not None:
+                    progress.update(task, completed=seen)
+                if seen >= count:
+                    break
+        else:
+            async for batch in consumer.batches(topic):
+                seen += len(batch.records)
+                if progress and task is not None:
+                    progress.update(task, completed=seen)
+                if seen >= count:
+                    break
     seconds = time.perf_counter() - t0
     return BenchResult.measure("consume", seen, size, seconds, [], cpu0)
 
@@ -333,6 +346,11 @@ async def run_e2e(
     help="raw: ProduceBatch/Fetch with pre-framed batches; client: TopicProducer and Consumer.",
 )
 @click.option(
+    "--per-message",
+    is_flag=True,
+    help="--api client: consume with messages() (one Message each) instead of batches().",
+)
+@click.option(
     "--rate",
     type=click.IntRange(1),
     default=1000,
@@ -357,6 +375,7 @@ def bench(
     acks: str,
     compression: str,
     api: str,
+    per_message: bool,
     rate: int,
     batch_records: int,
     in_flight: int,
@@ -420,7 +439,7 @@ def bench(
                     if mode in ("consume", "both"):
                         if api == "client":
                             result = await run_client_consume(
-                                bootstrap, topic, count, size, progress
+                                bootstrap, topic, count, size, progress, per_message
                             )
                         else:
                             result = await run_consume(
@@ -455,6 +474,7 @@ def bench(
             "compression": compression,
             "batch_records": batch_records,
             "api": api,
+            "consume": "messages" if per_message else "batches",
             "rate": rate if mode == "e2e" else None,
             "in_flight": in_flight,
         },

@@ -2,7 +2,7 @@
 
 from comet.aio.accumulator import BufferFullError
 from comet.aio.addresses import parse_addresses
-from comet.aio.channel import Message
+from comet.aio.channel import Message, MessageBatch
 from comet.aio.config import ConsumerConfig, ProducerConfig
 from comet.aio.delivery import DeliveryHandle, RecordMetadata
 from comet.aio.types import (
@@ -37,6 +37,7 @@ __all__ = [
     "DeliveryHandle",
     "FetchResult",
     "Message",
+    "MessageBatch",
     "PartitionInfo",
     "ProduceResult",
     "ProducerConfig",

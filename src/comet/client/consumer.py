@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from comet import aio
-from comet.aio.channel import Message
+from comet.aio.channel import Message, MessageBatch
 from comet.aio.config import ConsumerConfig
 from comet.client.loop_thread import LoopThread, shared_loop
 
@@ -77,6 +77,25 @@ class Consumer:
         finally:
             if chunk is not None:
                 consumer.mark_handled(chunk, handled)
+
+    def batches(self, topic: str) -> Iterator[MessageBatch]:
+        """Subscribe to `topic` and yield MessageBatches (handled once the next is asked for)."""
+        sub = self._loop.run(_add_iterator(self._aio, topic))
+        consumer = self._aio
+        every = consumer.config.auto_commit_every
+        chunk = None
+        while True:
+            if chunk is not None:
+                consumer.mark_handled(chunk, len(chunk))
+                if consumer._since_commit >= every:
+                    self._loop.loop.call_soon_threadsafe(consumer._kick_commit)
+            chunk = self._loop.run(sub.channel.get())
+            if chunk is None:
+                return
+            if chunk.epoch != consumer._epoch:
+                chunk = None
+                continue
+            yield chunk.batch()
 
     def commit(self) -> None:
         """Commit the offsets of every record handled so far."""
