@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +11,6 @@ import pytest
 from comet.cluster import (
     BrokerRecord,
     LocalCoordinator,
-    StaleStateError,
-    TopicExistsError,
-    TopicNotFoundError,
     TopicSpec,
     local,
 )
@@ -41,19 +37,6 @@ async def test_topics_persist_across_restarts(tmp_path: Path) -> None:
     assert again.cluster_id == cluster_id
     assert await again.list_topics() == [TopicSpec("orders", 3, 1, {"retention.ms": "1000"})]
     assert len(await again.partition_states("orders")) == 3
-
-
-async def test_duplicate_and_missing_topics(tmp_path: Path) -> None:
-    c = await started(tmp_path)
-    await c.create_topic(TopicSpec("t", 1, 1))
-    with pytest.raises(TopicExistsError):
-        await c.create_topic(TopicSpec("t", 2, 1))
-    await c.delete_topic("t")
-    with pytest.raises(TopicNotFoundError):
-        await c.delete_topic("t")
-    with pytest.raises(TopicNotFoundError):
-        await c.partition_states("t")
-    assert await c.get_topic("t") is None
 
 
 async def test_listeners_run_after_each_change(tmp_path: Path) -> None:
@@ -119,45 +102,6 @@ async def test_offsets_survive_a_restart(tmp_path: Path) -> None:
     assert await again.fetch_offsets("g2") == {("orders", 1): 1}
     assert await again.fetch_offsets("nobody") == {}
     assert await again.list_groups() == ["g1", "g2"]
-
-
-async def test_fetched_offsets_are_the_callers_copy(tmp_path: Path) -> None:
-    c = await started(tmp_path)
-    await c.create_topic(TopicSpec("t", 1, 1))
-    await c.commit_offsets("g", {("t", 0): 1})
-    mine = await c.fetch_offsets("g")
-    mine[("t", 0)] = 99
-    assert await c.fetch_offsets("g") == {("t", 0): 1}
-
-
-async def test_commit_to_a_missing_topic_or_partition_stores_nothing(tmp_path: Path) -> None:
-    c = await started(tmp_path)
-    await c.create_topic(TopicSpec("t", 2, 1))
-    with pytest.raises(TopicNotFoundError, match="'nope'"):
-        await c.commit_offsets("g", {("t", 0): 1, ("nope", 0): 1})
-    with pytest.raises(TopicNotFoundError, match=r"0\.\.1, not 2"):
-        await c.commit_offsets("g", {("t", 0): 1, ("t", 2): 1})
-    with pytest.raises(ValueError, match=">= 0"):
-        await c.commit_offsets("g", {("t", 0): -1})
-    assert await c.fetch_offsets("g") == {}
-    assert await c.list_groups() == []
-
-
-async def test_deleting_a_topic_drops_its_offsets(tmp_path: Path) -> None:
-    c = await started(tmp_path)
-    await c.create_topic(TopicSpec("gone", 2, 1))
-    await c.create_topic(TopicSpec("kept", 1, 1))
-    await c.commit_offsets("g", {("gone", 0): 3, ("gone", 1): 4, ("kept", 0): 5})
-    await c.commit_offsets("only-gone", {("gone", 0): 1})
-    await c.delete_topic("gone")
-    assert await c.fetch_offsets("g") == {("kept", 0): 5}
-    assert await c.list_groups() == ["g"]
-    await c.create_topic(TopicSpec("gone", 2, 1))
-    await c.close()
-
-    again = await started(tmp_path)
-    assert await again.fetch_offsets("g") == {("kept", 0): 5}
-    assert await again.fetch_offsets("only-gone") == {}
 
 
 async def test_offsets_of_a_topic_deleted_before_a_crash_are_dropped_on_start(
@@ -250,21 +194,3 @@ async def test_a_damaged_offsets_file_is_named_not_guessed(tmp_path: Path, conte
     (tmp_path / OFFSETS_FILE).write_bytes(content)
     with pytest.raises(OffsetsFileError, match=OFFSETS_FILE):
         await started(tmp_path)
-
-
-async def test_partition_state_compare_and_set(tmp_path: Path) -> None:
-    c = await started(tmp_path)
-    [state] = await c.create_topic(TopicSpec("t", 1, 1))
-    offline = dataclasses.replace(state, leader="", leader_epoch=state.leader_epoch + 1)
-    stored = await c.update_partition_state(state, offline)
-    assert (stored.leader, stored.leader_epoch, stored.version) == ("", 1, state.version + 1)
-    assert (await c.partition_states("t"))[0] == stored
-    with pytest.raises(StaleStateError, match="version"):
-        await c.update_partition_state(state, offline)  # based on the old version
-
-
-async def test_producer_ids_are_unique_across_restarts(tmp_path: Path) -> None:
-    c = await started(tmp_path)
-    first = [await c.allocate_producer_id() for _ in range(3)]
-    again = await started(tmp_path)
-    assert len({*first, await again.allocate_producer_id()}) == 4
