@@ -99,6 +99,9 @@ def test_unreachable_etcd_fails_fast_and_suggests_single_broker_mode(tmp_path):
         (["--flush-policy", "never"], r"--flush-policy"),
         (["--max-request-bytes", "10"], r"--max-request-bytes"),
         (["--retention-ms", "-5"], r"retention[.-]ms"),
+        (["--peer-advertise-addr", ":6174"], r"--peer-advertise-addr.*host"),
+        (["--peer-advertise-addr", "127.0.0.1"], r"--peer-advertise-addr"),
+        (["--peer-advertise-addr", "127.0.0.1:0"], r"--peer-advertise-addr.*1-65535"),
     ],
 )
 def test_bad_flag_value_exits_non_zero_naming_it(tmp_path, args, pattern):

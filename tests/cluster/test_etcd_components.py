@@ -91,6 +91,11 @@ def test_prefix_end_covers_exactly_the_prefix() -> None:
 def test_values_round_trip() -> None:
     broker = BrokerRecord("b1", "10.0.0.1:6174")
     assert decode_broker(encode_broker(broker)) == broker
+    assert b"peer_address" not in encode_broker(broker)  # the old format when not set
+    split = BrokerRecord("b1", "10.0.0.1:6174", "10.1.0.1:7174")
+    assert decode_broker(encode_broker(split)) == split
+    assert split.peer_dial_address == "10.1.0.1:7174"
+    assert broker.peer_dial_address == "10.0.0.1:6174"
     spec = TopicSpec("t", 3, 2, {"retention.ms": "5"})
     assert decode_topic("t", encode_topic(spec)) == spec
     assert decode_partition("t", 0, encode_partition(STATE), 9) == STATE
@@ -112,6 +117,8 @@ def test_bad_counters_and_topics_are_named() -> None:
         decode_int(b"-1", "counter")
     with pytest.raises(BadValueError, match="topic 't'"):
         decode_topic("t", b'{"partitions": 0, "replication_factor": 1}')
+    with pytest.raises(BadValueError, match="peer_address"):
+        decode_broker(b'{"address": "h:1", "id": "b1", "peer_address": 7}')
 
 
 @pytest.mark.parametrize(

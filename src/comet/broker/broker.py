@@ -87,12 +87,13 @@ class Broker(OriginalApi):
         self.config = config
         self.coordinator = coordinator
         self.logs = LogManager(config.data_dir, config.log_defaults)
-        self.me = BrokerRecord(config.broker_id, config.advertised)
+        self.me = BrokerRecord(config.broker_id, config.advertised, config.peer_advertise_addr)
         self.groups = GroupCoordinator(coordinator, self, coordinator_id=config.broker_id)
         self._partitions: dict[tuple[str, int], Partition] = {}
         # Latest known state of every partition in the cluster, and where brokers are.
         self._states: dict[tuple[str, int], PartitionState] = {}
-        self._addresses: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}  # what clients dial
+        self._peer_addresses: dict[str, str] = {}  # what this broker dials
         self._topics: dict[str, TopicSpec] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,7 +103,7 @@ class Broker(OriginalApi):
         # leaders (replication); set by the server layer.
         self.remote: RemoteReader | None = None
         self.replicas = ReplicaManager(
-            coordinator, self.me.id, config.replica_lag_time_max_ms / 1000, self.broker_address
+            coordinator, self.me.id, config.replica_lag_time_max_ms / 1000, self.peer_address
         )
 
     # --- lifecycle ---------------------------------------------------------
@@ -133,6 +134,7 @@ class Broker(OriginalApi):
             "broker.started",
             broker_id=self.me.id,
             address=self.me.address,
+            peer_address=self.me.peer_dial_address,
             topics=len(self._topics),
             partitions=len(self._partitions),
         )
@@ -171,7 +173,9 @@ class Broker(OriginalApi):
         (leader, epoch, ISR) and the broker address book.
         """
         async with self._converge_lock:
-            self._addresses = {b.id: b.address for b in await self.coordinator.list_brokers()}
+            brokers = await self.coordinator.list_brokers()
+            self._addresses = {b.id: b.address for b in brokers}
+            self._peer_addresses = {b.id: b.peer_dial_address for b in brokers}
             specs = {t.name: t for t in await self.coordinator.list_topics()}
             for name in set(self._topics) - set(specs):
                 await self._drop_topic(name)
@@ -361,15 +365,19 @@ class Broker(OriginalApi):
         )
 
     def leader_address(self, topic: str, index: int) -> tuple[str, str] | None:
-        """(leader id, address) of a partition as this broker knows it, or None."""
+        """(leader id, the address brokers dial it at) of a partition, or None."""
         state = self._states.get((topic, index))
         if state is None or not state.leader:
             return None
-        return state.leader, self._addresses.get(state.leader, "")
+        return state.leader, self._peer_addresses.get(state.leader, "")
 
     def broker_address(self, broker_id: str) -> str | None:
-        """Address of a live broker, or None."""
+        """Address clients dial for a live broker, or None."""
         return self._addresses.get(broker_id)
+
+    def peer_address(self, broker_id: str) -> str | None:
+        """Address this broker dials for a live peer (its peer advertised address), or None."""
+        return self._peer_addresses.get(broker_id)
 
     async def produce_batch(
         self, topic: str, partition: int, records: bytes, acks: int, timeout_ms: int
@@ -464,7 +472,7 @@ class Broker(OriginalApi):
         return ids[zlib.crc32(group.encode()) % len(ids)]
 
     def forward_target(self, topic: str, partition: int) -> str | None:
-        """Address of the leader to forward a read to, or None to serve it here."""
+        """Peer address of the leader to forward a read to, or None to serve it here."""
         if self._leads(topic, partition):
             return None
         leader = self.leader_address(topic, partition)
@@ -473,11 +481,11 @@ class Broker(OriginalApi):
         return leader[1]
 
     def group_forward_target(self, group: str) -> str | None:
-        """Address of the group's coordinator if it is another broker, else None."""
+        """Peer address of the group's coordinator if it is another broker, else None."""
         owner = self.coordinator_for(group)
         if owner == self.me.id:
             return None
-        return self._addresses.get(owner) or None
+        return self._peer_addresses.get(owner) or None
 
     def check_group_coordinator(self, group: str) -> None:
         """Raise NotCoordinatorError unless this broker coordinates `group`."""

@@ -30,6 +30,7 @@ class BrokerConfig:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     listen_addr: str = DEFAULT_ADDR
     advertise_addr: str = ""
+    peer_advertise_addr: str = ""
     etcd_endpoints: tuple[str, ...] = ()
     log_defaults: LogConfig = field(default_factory=LogConfig)
     default_partitions: int = DEFAULT_PARTITIONS
@@ -49,6 +50,11 @@ class BrokerConfig:
     def advertised(self) -> str:
         """The address given to clients: --advertise-addr, else the listen address."""
         return self.advertise_addr or self.listen_addr
+
+    @property
+    def peer_advertised(self) -> str:
+        """The address other brokers dial: --peer-advertise-addr, else the advertised one."""
+        return self.peer_advertise_addr or self.advertised
 
     def replace(self, **changes: object) -> BrokerConfig:
         """A copy with some fields changed."""

@@ -30,7 +30,7 @@ from comet.broker.log_manager import DataDirLockedError, LogManager, load_or_cre
 from comet.cluster import Coordinator, CoordinatorError, LocalCoordinator
 from comet.logs import LEVELS, configure_logging
 from comet.server import BrokerServer, parse_listen_address
-from comet.server.app import AddressInUseError
+from comet.server.app import AddressInUseError, check_dial_address
 from comet.storage import InvalidConfigError, LogConfig
 
 log = structlog.get_logger("comet")
@@ -125,6 +125,12 @@ def _storage_defaults(options: dict[str, object]) -> LogConfig:
     envvar="COMET_ADVERTISE_ADDR",
     default=None,
     help="Address given to clients and peers [default: --addr].",
+)
+@click.option(
+    "--peer-advertise-addr",
+    envvar="COMET_PEER_ADVERTISE_ADDR",
+    default=None,
+    help="Address other brokers dial for broker-to-broker calls [default: --advertise-addr].",
 )
 @click.option(
     "--segment-bytes",
@@ -233,6 +239,8 @@ def main(**options: object) -> None:
     try:
         defaults = _storage_defaults(options)
         parse_listen_address(str(options["addr"]))
+        if options["peer_advertise_addr"]:
+            check_dial_address("--peer-advertise-addr", str(options["peer_advertise_addr"]))
     except (InvalidConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     data_dir: Path = options["data_dir"]  # type: ignore[assignment]
@@ -257,6 +265,7 @@ def main(**options: object) -> None:
         data_dir=data_dir,
         listen_addr=str(options["addr"]),
         advertise_addr=str(options["advertise_addr"] or ""),
+        peer_advertise_addr=str(options["peer_advertise_addr"] or ""),
         etcd_endpoints=etcd,
         log_defaults=defaults,
         default_partitions=int(options["default_partitions"]),  # type: ignore[arg-type]

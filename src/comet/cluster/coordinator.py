@@ -27,10 +27,18 @@ class TopicNotFoundError(CoordinatorError):
 
 @dataclass(frozen=True, slots=True)
 class BrokerRecord:
-    """A live broker: its id and the address clients and peers dial."""
+    """A live broker: its id, the address clients dial, and the one peers dial."""
 
     id: str
     address: str
+    # Address other brokers dial for broker-to-broker calls (--peer-advertise-addr);
+    # "" = the same as `address`.
+    peer_address: str = ""
+
+    @property
+    def peer_dial_address(self) -> str:
+        """The address other brokers use to reach this one."""
+        return self.peer_address or self.address
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,14 @@ def parse_listen_address(addr: str) -> str:
     return f"[::]:{port}" if host == "" else addr
 
 
+def check_dial_address(flag: str, addr: str) -> str:
+    """Validate an address other processes dial: host:port, a host and a port 1-65535."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{flag}: {addr!r} must be host:port with a host and a port 1-65535")
+    return addr
+
+
 class BrokerServer:
     """Owns the Broker and its grpc.aio server for the life of the process."""
 

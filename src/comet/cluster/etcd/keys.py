@@ -7,8 +7,10 @@ split a segment and one name is never a prefix of another's keys::
 
     {prefix}/cluster_id                  cluster id (32 hex chars); created once,
                                          in a txn on create_revision == 0
-    {prefix}/meta/brokers/{id}           {"id": "b1", "address": "host:port"}
-                                         bound to the broker's lease
+    {prefix}/meta/brokers/{id}           {"id": "b1", "address": "host:port"} and,
+                                         when it differs, "peer_address" (the
+                                         address brokers dial); bound to the
+                                         broker's lease
     {prefix}/meta/controller             id of the controller broker (utf-8); bound
                                          to its lease, created in a txn on
                                          create_revision == 0; its create revision
@@ -198,16 +200,22 @@ def _int(doc: dict[str, Any], field: str, what: str, minimum: int) -> int:
 
 def encode_broker(broker: BrokerRecord) -> bytes:
     """Value of a broker's registration key."""
-    return _dump({"id": broker.id, "address": broker.address})
+    doc = {"id": broker.id, "address": broker.address}
+    if broker.peer_address and broker.peer_address != broker.address:
+        doc["peer_address"] = broker.peer_address
+    return _dump(doc)
 
 
 def decode_broker(value: bytes) -> BrokerRecord:
     """BrokerRecord from a registration value."""
     doc = _load(value, "broker")
     broker_id, address = doc.get("id"), doc.get("address")
+    peer_address = doc.get("peer_address", "")
     if not (isinstance(broker_id, str) and isinstance(address, str)):
         raise BadValueError("broker: 'id' and 'address' must be strings")
-    return BrokerRecord(broker_id, address)
+    if not isinstance(peer_address, str):
+        raise BadValueError("broker: 'peer_address' must be a string")
+    return BrokerRecord(broker_id, address, peer_address)
 
 
 def encode_topic(spec: TopicSpec) -> bytes:
