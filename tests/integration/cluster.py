@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from comet.cli.local_broker import LocalBroker
+from comet.cli.local_broker import LocalBroker, free_port
 from comet.cli.local_etcd import EtcdProcess
 from comet.client import CometClient
 
@@ -31,31 +31,52 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 
 
 class Cluster:
-    """etcd plus brokers b0..b{n-1}; every process is stopped by `close`."""
+    """etcd plus brokers b0..b{n-1}; every process is stopped by `close`.
 
-    def __init__(self, root: Path, brokers: int = 3, extra_args: list[str] | None = None) -> None:
+    A subclass may route a broker's traffic elsewhere (the fault harness puts
+    proxies there) by overriding `etcd_endpoint_for` and `broker_args`.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        brokers: int = 3,
+        extra_args: list[str] | None = None,
+        lease_ttl_s: int = LEASE_TTL_S,
+    ) -> None:
         self.root = root
         self.etcd = EtcdProcess(data_dir=root / "etcd", log_path=root / "etcd.log")
         self.extra_args = list(extra_args or [])
-        self.brokers = {
-            f"b{i}": LocalBroker(
-                data_dir=root / f"b{i}",
-                extra_args=self._args(f"b{i}"),
-                log_path=root / f"b{i}.log",
+        self.lease_ttl_s = lease_ttl_s
+        self.brokers: dict[str, LocalBroker] = {}
+        for i in range(brokers):
+            broker_id, port = f"b{i}", free_port()
+            self.brokers[broker_id] = LocalBroker(
+                data_dir=root / broker_id,
+                port=port,
+                extra_args=self._args(broker_id, port),
+                log_path=root / f"{broker_id}.log",
             )
-            for i in range(brokers)
-        }
 
-    def _args(self, broker_id: str) -> list[str]:
+    def _args(self, broker_id: str, port: int) -> list[str]:
         return [
             "--etcd",
-            self.etcd.endpoint,
+            self.etcd_endpoint_for(broker_id),
             "--broker-id",
             broker_id,
             "--etcd-lease-ttl",
-            str(LEASE_TTL_S),
+            str(self.lease_ttl_s),
             *self.extra_args,
+            *self.broker_args(broker_id, port),
         ]
+
+    def etcd_endpoint_for(self, broker_id: str) -> str:
+        """The etcd endpoint a broker is given: etcd's own here."""
+        return self.etcd.endpoint
+
+    def broker_args(self, broker_id: str, port: int) -> list[str]:
+        """Flags of one broker beyond the shared ones (listening on `port`): none here."""
+        return []
 
     def start(self) -> Cluster:
         """Start etcd, then every broker, and wait until all are registered."""
