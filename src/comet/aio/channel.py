@@ -7,6 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from comet.records import RecordSet
+
 
 class Message(NamedTuple):
     """One consumed record. timestamp is the producer's CreateTime in ms since the epoch."""
@@ -23,20 +25,22 @@ class Message(NamedTuple):
 class MessageBatch(NamedTuple):
     """Records of one partition as fetched, for consumers that take them in bulk.
 
-    `records` are the codec's record views (attributes offset, timestamp
-    in ms, key, value, headers; bytes, not deserialized): no per-record
-    Message is built, which is the fastest way to consume.
+    `records` is a RecordSet: the fetched batches, decoded while iterated
+    into the codec's record views (attributes offset, timestamp in ms, key,
+    value, headers; bytes, not deserialized). No per-record Message is
+    built and no list of records is kept, which is the fastest way to
+    consume; `len(records)` comes from the batch headers.
     """
 
     topic: str
     partition: int
-    records: list[Any]
+    records: RecordSet
 
 
 class Chunk:
     """Records of one partition from one fetch, tagged with the assignment epoch.
 
-    Holds the codec's record views; `messages` builds Message objects (and
+    Holds a RecordSet (batches, decoded lazily); `messages` builds Message objects (and
     applies deserializers) only when a per-message consumer asks for them.
     """
 
@@ -47,7 +51,7 @@ class Chunk:
         epoch: int,
         topic: str,
         partition: int,
-        records: list[Any],
+        records: RecordSet,
         convert: Callable[[Chunk], list[Message]],
     ) -> None:
         self.epoch = epoch
@@ -69,7 +73,9 @@ class Chunk:
 
     def offset_after(self, count: int) -> int:
         """The offset following the first `count` records."""
-        return int(self.records[count - 1].offset) + 1
+        if count >= len(self.records):
+            return self.records.next_offset
+        return int(self.messages[count - 1].offset) + 1
 
     def batch(self) -> MessageBatch:
         """The chunk as a MessageBatch of record views."""

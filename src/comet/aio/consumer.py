@@ -36,8 +36,7 @@ from comet.errors import (
     UnknownMemberError,
 )
 from comet.names import is_valid_topic_name
-from comet.records import iter_batches
-from comet.records.reader import RecordBatchReader
+from comet.records import RecordSet
 
 log = EventLogger(__name__)
 new_tuple = tuple.__new__
@@ -344,31 +343,15 @@ class Consumer:
                     pending = fetch(offset)
                     continue
                 backoff = cfg.backoff
-                end = offset
-                for _, header in iter_batches(result.records):
-                    end = header.next_offset
-                pending = fetch(end)  # in flight while this result is decoded and delivered
-                records = self._decode(offset, result.records)
-                offset = max(end, offset)
+                sets = RecordSet.split(result.records, offset, step)
+                if sets:
+                    offset = max(offset, sets[-1].next_offset)
+                pending = fetch(offset)  # in flight while these records are delivered
                 convert = self._to_messages
-                for i in range(0, len(records), step):
-                    await sub.channel.put(
-                        Chunk(epoch, topic, partition, records[i : i + step], convert)
-                    )
+                for records in sets:
+                    await sub.channel.put(Chunk(epoch, topic, partition, records, convert))
         finally:
             pending.cancel()
-
-    def _decode(self, start: int, records: bytes) -> list[Any]:
-        """The codec's record views at or after `start` in fetched batches (no Message yet)."""
-        out: list[Any] = []
-        view = memoryview(records)
-        for pos, header in iter_batches(view):
-            if header.next_offset <= start:
-                continue
-            out += RecordBatchReader(bytes(view[pos : pos + header.size]))
-        if out and out[0].offset < start:
-            out = [r for r in out if r.offset >= start]
-        return out
 
     def _to_messages(self, chunk: Chunk) -> list[Message]:
         """Message objects for a chunk's records, deserialized as configured."""

@@ -34,7 +34,7 @@ from comet.aio import (
 from comet.cli.ctl import CtlContext, fail, with_ctx
 from comet.cli.local_broker import LocalBroker
 from comet.errors import CometError
-from comet.records import Compression, RecordBatchBuilder, decode_batches
+from comet.records import Compression, RecordBatchBuilder, RecordSet
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -169,7 +169,11 @@ async def run_consume(
     max_bytes: int,
     progress: Progress | None,
 ) -> BenchResult:
-    """Fetch and decode `count` records from offset 0 of every partition."""
+    """Fetch and decode `count` records from offset 0 of every partition.
+
+    The next fetch of a partition is in flight while the last one is
+    decoded; every record's value is read (through RecordSet's lazy views).
+    """
     task = progress.add_task("consume", total=count) if progress else None
     seen = 0
 
@@ -177,12 +181,20 @@ async def run_consume(
         nonlocal seen
         end = await client.list_offsets(topic, partition)
         offset = 0
+        pending = asyncio.ensure_future(client.fetch(topic, partition, 0, max_bytes=max_bytes))
         while offset < end:
-            result = await client.fetch(topic, partition, offset, max_bytes=max_bytes)
+            result = await pending
+            sets = RecordSet.split(result.records, offset)
+            if sets and sets[-1].next_offset < end:
+                at = sets[-1].next_offset
+                pending = asyncio.ensure_future(
+                    client.fetch(topic, partition, at, max_bytes=max_bytes)
+                )
             n = 0
-            for record in decode_batches(result.records, offset):
-                offset = record.offset + 1
-                n += 1
+            for records in sets:
+                for record in records:
+                    n += record.value is not None
+                offset = records.next_offset
             seen += n
             if progress and task is not None:
                 progress.advance(task, n)

@@ -16,7 +16,7 @@ from comet.records.batch import (
     validate_batches,
 )
 from comet.records.builder import Compression, RecordBatchBuilder, encode_batch
-from comet.records.reader import Record, decode_batches
+from comet.records.reader import Record, RecordSet, decode_batches
 
 __all__ = [
     "BATCH_HEADER_SIZE",
@@ -26,6 +26,7 @@ __all__ = [
     "InvalidBatchError",
     "Record",
     "RecordBatchBuilder",
+    "RecordSet",
     "batch_size_at",
     "decode_batches",
     "encode_batch",
