@@ -21,7 +21,8 @@ from comet.broker import Broker, BrokerConfig
 from comet.cluster import Coordinator
 from comet.server.peers import PeerClients
 from comet.server.servicer import BrokerServicer
-from comet.v1 import broker_pb2, broker_pb2_grpc
+from comet.server.wire import add_broker_service
+from comet.v1 import broker_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -73,9 +74,7 @@ class BrokerServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(
-            BrokerServicer(self.broker, self.peers), server
-        )
+        add_broker_service(BrokerServicer(self.broker, self.peers), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from comet.broker.errors import InvalidRequestError
 from comet.server.rpc_errors import handles_errors
+from comet.server.wire import encode_replica_fetch_response
 from comet.v1 import broker_pb2 as pb
 
 if TYPE_CHECKING:
@@ -18,10 +19,8 @@ class ReplicationRpcs:
     broker: Broker
 
     @handles_errors
-    async def ReplicaFetch(
-        self, request: pb.ReplicaFetchRequest, context: Any
-    ) -> pb.ReplicaFetchResponse:
-        """A follower pulls stored batches from its log end offset."""
+    async def ReplicaFetch(self, request: pb.ReplicaFetchRequest, context: Any) -> bytes:
+        """A follower pulls stored batches from its log end offset (a pre-encoded response)."""
         partition, result = await self.broker.replica_fetch(
             request.topic,
             request.partition,
@@ -31,12 +30,12 @@ class ReplicationRpcs:
             request.max_bytes,
             request.max_wait_ms,
         )
-        return pb.ReplicaFetchResponse(
-            records=result.records,
-            high_watermark=partition.high_watermark,
-            log_start_offset=partition.log.log_start_offset,
-            log_end_offset=partition.log.log_end_offset,
-            leader_epoch=partition.leader_epoch,
+        return encode_replica_fetch_response(
+            result.records,
+            partition.high_watermark,
+            partition.log.log_start_offset,
+            partition.log.log_end_offset,
+            partition.leader_epoch,
         )
 
     @handles_errors

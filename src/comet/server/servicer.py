@@ -18,6 +18,7 @@ from comet.server.original_rpcs import OriginalRpcs
 from comet.server.peers import PeerClients
 from comet.server.replication_rpcs import ReplicationRpcs
 from comet.server.rpc_errors import handles_errors
+from comet.server.wire import encode_fetch_response
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
 
@@ -159,8 +160,8 @@ class BrokerServicer(
         )
 
     @handles_errors
-    async def Fetch(self, request: pb.FetchRequest, context: Any) -> pb.FetchResponse:
-        """Stored batches from an offset, with long-poll."""
+    async def Fetch(self, request: pb.FetchRequest, context: Any) -> bytes:
+        """Stored batches from an offset, with long-poll (a pre-encoded FetchResponse)."""
         partition, result = await self.broker.fetch(
             request.topic,
             request.partition,
@@ -169,13 +170,13 @@ class BrokerServicer(
             request.max_wait_ms,
             request.min_bytes,
         )
-        return pb.FetchResponse(
-            topic=request.topic,
-            partition=request.partition,
-            records=result.records,
-            high_watermark=partition.high_watermark,
-            log_start_offset=partition.log.log_start_offset,
-            log_end_offset=partition.log.log_end_offset,
+        return encode_fetch_response(
+            request.topic,
+            request.partition,
+            result.records,
+            partition.high_watermark,
+            partition.log.log_start_offset,
+            partition.log.log_end_offset,
         )
 
     @handles_errors

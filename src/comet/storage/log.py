@@ -102,7 +102,7 @@ class ReadResult(NamedTuple):
     `records` is empty. The log's start and end offsets are as of the read.
     """
 
-    records: bytes
+    records: bytes | memoryview
     first_offset: int
     next_offset: int
     log_start_offset: int

@@ -368,7 +368,9 @@ class LogSegment:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int, max_offset: int) -> tuple[bytes, int, int] | None:
+    def read(
+        self, offset: int, max_bytes: int, max_offset: int
+    ) -> tuple[bytes | memoryview, int, int] | None:
         """(records, first_offset, next_offset) from the batch containing `offset`.
 
         None when no batch of this segment holds `offset` or anything after it.
@@ -393,7 +395,9 @@ class LogSegment:
             log.warning(
                 "segment.corrupt_batch", file=self.path, position=pos + length, reason=problem
             )
-        return (data if length == len(data) else data[:length]), first.base_offset, next_offset
+        # a view, not a slice: the bytes are copied once, into the response
+        records = data if length == len(data) else memoryview(data)[:length]
+        return records, first.base_offset, next_offset
 
     def epoch_starts(self) -> list[tuple[int, int]]:
         """(partition_leader_epoch, base_offset) of each batch that starts a new epoch.
