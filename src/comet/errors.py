@@ -139,6 +139,7 @@ _BY_REASON: dict[str, type[CometError]] = {
     "PartitionNotFoundError": TopicNotFoundError,
     "ProducerFencedError": ProducerFencedError,
     "OutOfOrderSequenceError": OutOfOrderSequenceError,
+    "BrokerOverloadedError": BrokerUnavailableError,  # --max-inflight-requests: retry later
 }
 
 

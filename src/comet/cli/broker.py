@@ -20,6 +20,9 @@ from comet.broker.config import (
     DEFAULT_ADDR,
     DEFAULT_DATA_DIR,
     DEFAULT_ETCD,
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_INFLIGHT_REQUESTS,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_PARTITIONS,
     DEFAULT_PRODUCE_TIMEOUT_MS,
@@ -203,7 +206,32 @@ def _storage_defaults(options: dict[str, object]) -> LogConfig:
     type=click.IntRange(1024),
     default=DEFAULT_MAX_REQUEST_BYTES,
     show_default=True,
-    help="Largest gRPC request accepted.",
+    help="Largest gRPC request accepted; larger ones get RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-concurrent-streams",
+    envvar="COMET_MAX_CONCURRENT_STREAMS",
+    type=click.IntRange(1, 2**31 - 1),
+    default=DEFAULT_MAX_CONCURRENT_STREAMS,
+    show_default=True,
+    help="In-flight calls per client connection (HTTP/2 streams); more wait in the client.",
+)
+@click.option(
+    "--max-connections",
+    envvar="COMET_MAX_CONNECTIONS",
+    type=click.IntRange(1, 2**31 - 2),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Client connections at once; more are closed on accept (clients retry).",
+)
+@click.option(
+    "--max-inflight-requests",
+    envvar="COMET_MAX_INFLIGHT_REQUESTS",
+    type=click.IntRange(1, 2**31 - 1),
+    default=DEFAULT_MAX_INFLIGHT_REQUESTS,
+    show_default=True,
+    help="Client calls served at once by the whole broker, long-polls included; "
+    "more get RESOURCE_EXHAUSTED.",
 )
 @click.option(
     "--default-partitions",
@@ -270,6 +298,9 @@ def main(**options: object) -> None:
         log_defaults=defaults,
         default_partitions=int(options["default_partitions"]),  # type: ignore[arg-type]
         max_request_bytes=int(options["max_request_bytes"]),  # type: ignore[arg-type]
+        max_concurrent_streams=int(options["max_concurrent_streams"]),  # type: ignore[arg-type]
+        max_connections=int(options["max_connections"]),  # type: ignore[arg-type]
+        max_inflight_requests=int(options["max_inflight_requests"]),  # type: ignore[arg-type]
         produce_timeout_ms=int(options["produce_timeout_ms"]),  # type: ignore[arg-type]
         retention_check_interval_ms=int(options["retention_check_interval_ms"]),  # type: ignore[arg-type]
         replica_lag_time_max_ms=int(options["replica_lag_time_max_ms"]),  # type: ignore[arg-type]

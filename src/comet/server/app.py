@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from comet.broker import Broker, BrokerConfig
 from comet.cluster import Coordinator
+from comet.server.limits import InflightLimiter, raise_open_files_limit, server_options
 from comet.server.peers import PeerClients
 from comet.server.servicer import BrokerServicer
 from comet.server.wire import add_broker_service
@@ -61,18 +62,22 @@ class BrokerServer:
         self.broker.remote = self.peers
         self.broker.replicas.link = self.peers
         self._health = health.aio.HealthServicer()
+        self.limiter = InflightLimiter(config.max_inflight_requests)
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         """Recover the broker and start serving."""
         await self.broker.start()
-        limit = self.config.max_request_bytes
+        config = self.config
+        raise_open_files_limit(config.max_connections)
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit + 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-            ]
+            interceptors=[self.limiter],
+            options=server_options(
+                config.max_request_bytes,
+                config.max_concurrent_streams,
+                config.max_connections,
+                config.max_inflight_requests,
+            ),
         )
         add_broker_service(BrokerServicer(self.broker, self.peers), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
