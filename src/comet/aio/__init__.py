@@ -6,7 +6,7 @@ from comet.aio.channel import Message, MessageBatch
 from comet.aio.client import EARLIEST, LATEST, CometClient, with_retries
 from comet.aio.config import ConsumerConfig, ProducerConfig
 from comet.aio.consumer import BatchStream, Consumer, MessageStream
-from comet.aio.delivery import DeliveryHandle, RecordMetadata
+from comet.aio.delivery import DeliveryHandle, DeliveryHandles, RecordMetadata
 from comet.aio.producer import TopicProducer
 from comet.aio.types import (
     BrokerInfo,
@@ -29,6 +29,7 @@ __all__ = [
     "Consumer",
     "ConsumerConfig",
     "DeliveryHandle",
+    "DeliveryHandles",
     "FetchResult",
     "Message",
     "MessageBatch",

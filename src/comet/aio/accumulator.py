@@ -13,9 +13,10 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from itertools import islice
 
-from comet.aio.delivery import DeliveryHandle, ProducerBatch
+from comet.aio.delivery import DeliveryHandle, DeliveryHandles, ProducerBatch
 from comet.errors import ClientClosedError, CometError
 from comet.records import Compression, RecordBatchBuilder
 from comet.records.builder import Headers
@@ -65,7 +66,6 @@ class RecordAccumulator:
         self._closed = False
         self._sticky = itertools.count()
         self._sticky_partition = 0
-        self._pending: tuple[bytes | None, bytes | None] | None = None
 
     @property
     def buffered(self) -> int:
@@ -115,59 +115,68 @@ class RecordAccumulator:
 
     def append_many(
         self,
-        records: Iterator[tuple[bytes | None, bytes | None]],
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        start: int,
         partition: int | None,
         timeout: float | None,
-        handles: list[DeliveryHandle],
-    ) -> bool:
-        """Add (key, value) records under one lock, appending their handles to `handles`.
+        handles: DeliveryHandles,
+    ) -> int:
+        """Add records[start:] under one lock, recording their handles in `handles`.
 
         With a timeout, waits for room like append(); with None, stops when
-        the buffer is full and returns False (the iterator keeps the rest).
-        Returns True once `records` is exhausted.
+        the buffer is full. Returns the index of the first record not added
+        (len(records) when all were). Runs of records bound for one
+        partition go straight into its open batch through the C builder,
+        with one timestamp and no per-record Python object.
         """
         if partition is not None and not 0 <= partition < self.partitions:
             raise ValueError(
                 f"partition: topic {self.topic!r} has partitions 0..{self.partitions - 1}, "
                 f"not {partition}"
             )
+        n = len(records)
+        i = start
         lock = self._lock
         lock.acquire()
         try:
             ts = time.time_ns() // 1_000_000
             count = self.partitions
-            out = handles.append
-            for key, value in records:
+            crc32 = zlib.crc32
+            while i < n:
                 if self._closed or self._buffered >= self.buffer_size:
                     if timeout is None:
                         if self._closed:
                             raise ClientClosedError("send() after close(): the producer is closed")
-                        self._pending = (key, value)
-                        return False
+                        break
                     self._wait_for_room_locked(timeout)
                 p = partition
                 if p is None:
-                    p = zlib.crc32(key) % count if key else self._sticky_partition
+                    key = records[i][0]
+                    p = crc32(key) % count if key else self._sticky_partition
+                sticky = self._sticky_partition
                 batch = self._open.get(p) or self._new_batch(p)
-                index = len(batch.timestamps)
-                if batch.add(index, ts, key, value, _NO_HEADERS) is None:
+                first = len(batch.timestamps)
+                stop = i + min(self.batch_size - first, self.buffer_size - self._buffered, n - i)
+                add = batch.add
+                index = first
+                full = False
+                for key, value in islice(records, i, stop):
+                    if partition is None and (crc32(key) % count if key else sticky) != p:
+                        break
+                    if add(index, ts, key, value, _NO_HEADERS) is None:
+                        full = True
+                        break
+                    index += 1
+                added = index - first
+                batch.timestamps.extend([ts] * added)
+                self._buffered += added
+                handles.add_span(batch, first, added)
+                i += added
+                if full or index >= self.batch_size:
                     self._seal_locked(p, batch)
-                    batch = self._new_batch(p)
-                    index = 0
-                    batch.add(0, ts, key, value, _NO_HEADERS)
-                batch.timestamps.append(ts)
-                self._buffered += 1
-                if index + 1 >= self.batch_size:
-                    self._seal_locked(p, batch)
-                out(DeliveryHandle(batch, index))
-            return True
+            return i
         finally:
             lock.release()
-
-    def take_pending(self) -> tuple[bytes | None, bytes | None] | None:
-        """The record append_many stopped at for lack of room (it was not added)."""
-        pending, self._pending = self._pending, None
-        return pending
 
     def _wait_for_room_locked(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

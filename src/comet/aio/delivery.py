@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-from collections.abc import Callable, Generator
-from typing import Any, NamedTuple
+from bisect import bisect_right
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any, NamedTuple, overload
 
 import crc32c
 
@@ -207,3 +208,64 @@ class DeliveryHandle:
         if self._batch.error is not None:
             raise self._batch.error
         return self._batch.metadata(self._index)
+
+
+class DeliveryHandles(Sequence[DeliveryHandle]):
+    """The handles of one send_batch(), in order, kept as ranges of batches.
+
+    A handle object is made only for the records that are looked at, so
+    sending a large list costs nothing per record here. `await
+    handles.wait()` waits for all of them and raises the first error.
+    """
+
+    __slots__ = ("_count", "_spans", "_starts")
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[ProducerBatch, int, int]] = []
+        self._starts: list[int] = []
+        self._count = 0
+
+    def add_span(self, batch: ProducerBatch, first_index: int, count: int) -> None:
+        """Records first_index..first_index+count-1 of `batch` are the next `count` handles."""
+        if count > 0:
+            self._starts.append(self._count)
+            self._spans.append((batch, first_index, count))
+            self._count += count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> DeliveryHandle: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[DeliveryHandle]: ...
+    def __getitem__(self, index: int | slice) -> DeliveryHandle | list[DeliveryHandle]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("delivery handle index out of range")
+        span = bisect_right(self._starts, index) - 1
+        batch, first, _ = self._spans[span]
+        return DeliveryHandle(batch, first + index - self._starts[span])
+
+    def __iter__(self) -> Iterator[DeliveryHandle]:
+        for batch, first, count in self._spans:
+            for i in range(first, first + count):
+                yield DeliveryHandle(batch, i)
+
+    def done(self) -> bool:
+        """True once every record was acknowledged or failed."""
+        return all(batch.done() for batch, _, _ in self._spans)
+
+    async def wait(self) -> None:
+        """Wait until every record is done; raise the first delivery error."""
+        for batch, _, _ in self._spans:
+            await batch.future()
+        for batch, _, _ in self._spans:
+            if batch.error is not None:
+                raise batch.error
+
+    def __repr__(self) -> str:
+        return f"DeliveryHandles({self._count} records in {len(self._spans)} batches)"

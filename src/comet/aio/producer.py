@@ -28,7 +28,13 @@ from typing import Any
 from comet.aio.accumulator import BufferFullError, RecordAccumulator
 from comet.aio.client import CometClient, with_retries
 from comet.aio.config import ProducerConfig
-from comet.aio.delivery import DeliveryCallback, DeliveryHandle, ProducerBatch, RecordMetadata
+from comet.aio.delivery import (
+    DeliveryCallback,
+    DeliveryHandle,
+    DeliveryHandles,
+    ProducerBatch,
+    RecordMetadata,
+)
 from comet.aio.events import EventLogger
 from comet.errors import ClientClosedError, CometError, RequestTimeoutError, TopicNotFoundError
 from comet.records import Compression
@@ -246,24 +252,36 @@ class TopicProducer:
 
     async def send_batch(
         self, records: Iterable[tuple[Any, Any]], partition: int | None = None
-    ) -> list[DeliveryHandle]:
-        """Send many (key, value) records under one lock per buffer-full; handles in order.
+    ) -> DeliveryHandles:
+        """Send many (key, value) records; their handles in order (made when looked at).
 
-        The fast path for callers that already hold many records: no
-        per-record coroutine, one timestamp for the call.
+        The fast path for callers that already hold many records: runs of
+        records for one partition go into its batch in one C-level loop,
+        with one timestamp for the call and no per-record object. Waits
+        up to send_timeout for room while the buffer is full.
         """
         if self._closed:
             raise ClientClosedError("send() after close(): the producer is closed")
         acc = self._accumulator()
         cfg = self.config
         if cfg.key_serializer is not None or cfg.value_serializer is not None:
-            records = (self._serialize(k, v) for k, v in records)
-        remaining = iter(records)
-        handles: list[DeliveryHandle] = []
-        while not acc.append_many(remaining, partition, None, handles):
-            pending = acc.take_pending()
-            assert pending is not None
-            handles.append(await self.send(pending[0], pending[1], None, partition))
+            records = [self._serialize(k, v) for k, v in records]
+        elif not isinstance(records, Sequence):
+            records = list(records)
+        handles = DeliveryHandles()
+        done = acc.append_many(records, 0, partition, None, handles)
+        deadline = time.monotonic() + cfg.send_timeout
+        while done < len(records):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BufferFullError(
+                    f"producer buffer of {cfg.buffer_size} records still full after "
+                    f"{cfg.send_timeout}s ({done} of {len(records)} records were sent)"
+                )
+            self._space.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._space.wait(), remaining)
+            done = acc.append_many(records, done, partition, None, handles)
         return handles
 
     def _wake_threadsafe(self) -> None:

@@ -4,7 +4,7 @@ from comet.aio.accumulator import BufferFullError
 from comet.aio.addresses import parse_addresses
 from comet.aio.channel import Message, MessageBatch
 from comet.aio.config import ConsumerConfig, ProducerConfig
-from comet.aio.delivery import DeliveryHandle, RecordMetadata
+from comet.aio.delivery import DeliveryHandle, DeliveryHandles, RecordMetadata
 from comet.aio.types import (
     BrokerInfo,
     ClusterMetadata,
@@ -35,6 +35,7 @@ __all__ = [
     "Consumer",
     "ConsumerConfig",
     "DeliveryHandle",
+    "DeliveryHandles",
     "FetchResult",
     "Message",
     "MessageBatch",

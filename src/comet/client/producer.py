@@ -7,13 +7,13 @@ client's background loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from comet import aio
 from comet.aio.config import ProducerConfig
-from comet.aio.delivery import DeliveryCallback, DeliveryHandle, RecordMetadata
+from comet.aio.delivery import DeliveryCallback, DeliveryHandle, DeliveryHandles, RecordMetadata
 from comet.client.loop_thread import LoopThread, shared_loop
 from comet.errors import ClientClosedError
 from comet.records.builder import Headers
@@ -59,15 +59,20 @@ class TopicProducer:
 
     def send_batch(
         self, records: Iterable[tuple[Any, Any]], partition: int | None = None
-    ) -> list[DeliveryHandle]:
-        """Send many (key, value) records under one lock; returns their handles in order."""
+    ) -> DeliveryHandles:
+        """Send many (key, value) records; their handles in order (made when looked at).
+
+        Blocks up to send_timeout for room while the buffer is full.
+        """
         if self._closed:
             raise ClientClosedError("send() after close(): the producer is closed")
         cfg = self._producer.config
         if cfg.key_serializer is not None or cfg.value_serializer is not None:
-            records = (self._producer._serialize(k, v) for k, v in records)
-        handles: list[DeliveryHandle] = []
-        self._acc.append_many(iter(records), partition, self._send_timeout, handles)
+            records = [self._producer._serialize(k, v) for k, v in records]
+        elif not isinstance(records, Sequence):
+            records = list(records)
+        handles = DeliveryHandles()
+        self._acc.append_many(records, 0, partition, self._send_timeout, handles)
         return handles
 
     def send_and_wait(
