@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from comet.aio import CometClient, ProducerConfig, TopicProducer
+from comet.aio.producer import IDEMPOTENT_BATCHES_PER_REQUEST
+from comet.broker.producer_state import CACHED_BATCHES
 from comet.cli.local_broker import LocalBroker
 from comet.errors import (
     InvalidRequestError,
@@ -84,8 +86,10 @@ class LosingAcks(CometClient):
         super().__init__(*args, **kwargs)
         self.seen: set[bytes] = set()
         self.lost = 0
+        self.batches_per_request: list[int] = []
 
     async def produce_batch(self, topic, partition, records, **kwargs):
+        self.batches_per_request.append(len(list(iter_batches(records))))
         result = await super().produce_batch(topic, partition, records, **kwargs)
         digest = hashlib.sha256(records).digest()
         if digest not in self.seen:
@@ -95,8 +99,10 @@ class LosingAcks(CometClient):
         return result
 
 
-async def produce_with_lost_acks(broker, topic, *, idempotent: bool) -> tuple[list, dict]:
-    """Send 600 records over 3 partitions through LosingAcks; (handles' metadata, stored)."""
+async def produce_with_lost_acks(
+    broker, topic, *, idempotent: bool
+) -> tuple[list, dict, LosingAcks]:
+    """Send 600 records over 3 partitions through LosingAcks; (metadata, stored, client)."""
     lossy = LosingAcks(broker.address, timeout=10)
     config = ProducerConfig(
         broker.address,
@@ -116,11 +122,13 @@ async def produce_with_lost_acks(broker, topic, *, idempotent: bool) -> tuple[li
         contents = {p: (await stored(lossy, topic, p))[0] for p in range(3)}
     finally:
         await lossy.close()
-    return metadata, contents
+    return metadata, contents, lossy
 
 
 async def test_retried_batches_after_lost_acks_are_not_duplicated(broker, topic):
-    metadata, contents = await produce_with_lost_acks(broker, topic, idempotent=True)
+    metadata, contents, lossy = await produce_with_lost_acks(broker, topic, idempotent=True)
+    # requests carried several batches (retried whole), never more than the broker remembers
+    assert 1 < max(lossy.batches_per_request) <= IDEMPOTENT_BATCHES_PER_REQUEST <= CACHED_BATCHES
     values = Counter(r.value for records in contents.values() for r in records)
     assert values == Counter(b"v%d" % i for i in range(600))  # each record exactly once
     for i, meta in enumerate(metadata):  # and each handle reports where it is stored
@@ -129,7 +137,7 @@ async def test_retried_batches_after_lost_acks_are_not_duplicated(broker, topic)
 
 
 async def test_without_idempotence_the_same_retries_duplicate(broker, topic):
-    _, contents = await produce_with_lost_acks(broker, topic, idempotent=False)
+    _, contents, _ = await produce_with_lost_acks(broker, topic, idempotent=False)
     values = Counter(r.value for records in contents.values() for r in records)
     assert sum(values.values()) > 600 and set(values) == {b"v%d" % i for i in range(600)}
 

@@ -44,6 +44,10 @@ log = EventLogger(__name__)
 
 TOPIC_CREATE_ATTEMPTS = 10
 SEQUENCE_MODULUS = 1 << 31  # sequences are int32 and wrap to 0, as in Kafka
+# Batches per request of an idempotent producer: the broker remembers the last 5 batches
+# of each producer (comet.broker.producer_state.CACHED_BATCHES, as Kafka), so a retried
+# request of at most that many is recognised as a duplicate whole.
+IDEMPOTENT_BATCHES_PER_REQUEST = 5
 
 
 class TopicProducer:
@@ -314,13 +318,16 @@ class TopicProducer:
     def _dispatch(self) -> None:
         limit = self.config.max_request_bytes
         idempotent = self._idempotent
-        # Idempotent: one batch per request, one request in flight per partition.
+        # Idempotent: one request in flight per partition (a failed request is retried
+        # before any later sequence is sent), of at most as many batches as the broker
+        # remembers per producer, so a retried request is recognised whole.
         max_in_flight = 1 if idempotent else self.config.max_in_flight
+        max_batches = IDEMPOTENT_BATCHES_PER_REQUEST if idempotent else 1 << 30
         for partition, queue in self._queues.items():
             while queue and self._in_flight.get(partition, 0) < max_in_flight:
                 batches = [queue.popleft()]
                 size = len(batches[0].data)
-                while not idempotent and queue and size + len(queue[0].data) <= limit:
+                while queue and len(batches) < max_batches and size + len(queue[0].data) <= limit:
                     size += len(queue[0].data)
                     batches.append(queue.popleft())
                 self._in_flight[partition] = self._in_flight.get(partition, 0) + 1
@@ -348,7 +355,7 @@ class TopicProducer:
                         )
                     if not data:
                         if self._idempotent:
-                            await self._stamp(batches[0])
+                            await self._stamp(batches)
                         data = b"".join(b.data for b in batches)
                     result = await self._client.produce_batch(
                         self.topic,
@@ -384,8 +391,8 @@ class TopicProducer:
         finally:
             self._in_flight[partition] -= 1
 
-    async def _stamp(self, batch: ProducerBatch) -> None:
-        """Stamp the batch with the producer id, epoch and its partition's next sequence."""
+    async def _stamp(self, batches: Sequence[ProducerBatch]) -> None:
+        """Stamp the batches with the producer id, epoch and consecutive sequences."""
         async with self._identity_lock:
             if self._identity is None:
                 self._identity = await self._client.init_producer_id()
@@ -394,9 +401,10 @@ class TopicProducer:
                     "producer.new_producer_id", topic=self.topic, producer_id=self._identity[0]
                 )
             producer_id, epoch = self._identity
-            sequence = self._sequences.get(batch.partition, 0)
-            batch.set_producer_state(producer_id, epoch, sequence)
-            self._sequences[batch.partition] = (sequence + batch.count) % SEQUENCE_MODULUS
+            for batch in batches:
+                sequence = self._sequences.get(batch.partition, 0)
+                batch.set_producer_state(producer_id, epoch, sequence)
+                self._sequences[batch.partition] = (sequence + batch.count) % SEQUENCE_MODULUS
 
     def _forget_identity(self, batch: ProducerBatch) -> None:
         """A stamped batch failed and may be stored: later batches need a new producer id."""
