@@ -39,6 +39,7 @@ from comet.records import InvalidBatchError, validate_batches
 from comet.storage import (
     AppendInfo,
     CorruptRecordError,
+    InvalidOffsetError,
     LogFlusher,
     LogWriteError,
     PartitionLog,
@@ -205,6 +206,14 @@ class Partition:
                 raise AckTimeoutError(
                     f"{self.topic}/{self.index}: appended at {info.base_offset} but not fsynced "
                     f"within {timeout_s:.3f}s"
+                ) from None
+            except InvalidOffsetError:
+                # Leadership moved while the fsync ran and this broker, now a follower,
+                # cut its log below these records: they are not stored here.
+                raise NotLeaderError(
+                    f"{self.topic}/{self.index}: leadership moved before offsets "
+                    f"{info.base_offset}-{info.last_offset} were fsynced and they were "
+                    "truncated; retry at the new leader"
                 ) from None
         if acks == ACKS_ALL:
             await self._wait_replicated(info, deadline)
