@@ -284,7 +284,10 @@ async def run_client_consume(
     progress: Progress | None,
     per_message: bool = False,
 ) -> BenchResult:
-    """Consume `count` records through the public group Consumer (batches, or per message)."""
+    """Consume `count` records through the public group Consumer (batches, or per message).
+
+    Either way every record is decoded and its value read.
+    """
     task = progress.add_task("consume (Consumer)", total=count) if progress else None
     cfg = ConsumerConfig(
         bootstrap,
@@ -308,7 +311,8 @@ async def run_client_consume(
                     break
         else:
             async for batch in consumer.batches(topic):
-                seen += len(batch.records)
+                for record in batch.records:  # decode every record and read its value
+                    seen += record.value is not None
                 if progress and task is not None:
                     progress.update(task, completed=seen)
                 if seen >= count:
