@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from comet.cli.local_broker import LocalBroker
 
 CTL = Path(sys.executable).parent / "cometctl"
@@ -77,3 +79,37 @@ def test_client_api_and_e2e_against_a_running_broker(broker: LocalBroker, topic:
     [e2e] = json.loads(done.stdout)["results"]
     assert e2e["phase"] == "e2e" and e2e["records"] == 200
     assert 0 < e2e["latency_ms"]["p50"] <= e2e["latency_ms"]["p99"]
+
+
+def test_several_processes_share_the_partitions_and_their_figures_add_up() -> None:
+    data = bench("both", "--spawn-broker", "-n", "9001", "-p", "3", "--processes", "3")
+    produce, consume = data["results"]
+    assert data["settings"]["processes"] == 3
+    assert (produce["processes"], produce["records"]) == (3, 9001)
+    assert (consume["processes"], consume["records"]) == (3, 9001)
+    assert produce["broker_cpu_s"] > 0 and consume["broker_cpu_s"] > 0
+    assert "samples" not in produce and produce["latency_ms"]["p50"] > 0
+
+
+def test_client_send_batch_produce() -> None:
+    data = bench(
+        "produce", "--spawn-broker", "--api", "client", "--send-batch", "-n", "2500",
+        "--batch-records", "1000",
+    )  # fmt: skip
+    [produce] = data["results"]
+    assert data["settings"]["produce"] == "send_batch"
+    assert produce["records"] == 2500 and produce["latency_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "2", "--processes", "3"], "each process needs a partition of its own"),
+        (["--api", "client", "--processes", "2"], "--processes > 1 is for"),
+    ],
+)
+def test_process_counts_that_cannot_work_are_refused(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [str(CTL), "bench", "both", "-n", "10", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and message in done.stderr
