@@ -39,9 +39,9 @@ def test_lookup_returns_the_last_entry_strictly_older(index):
     index.maybe_append(2000, 9)
     assert index.lookup(500) is None
     assert index.lookup(1000) is None
-    assert index.lookup(1001) == 3
-    assert index.lookup(2000) == 3
-    assert index.lookup(2001) == 9
+    assert index.lookup(1001) == (1000, 3)
+    assert index.lookup(2000) == (1000, 3)
+    assert index.lookup(2001) == (2000, 9)
 
 
 def test_file_format_is_big_endian_timestamp_then_rel_offset(index, tmp_path):

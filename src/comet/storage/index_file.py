@@ -99,6 +99,14 @@ class IndexFile(ABC):
                 raise io_error(LogIOError, exc, "truncating index", self.path) from exc
             self._written = count
 
+    def discard_written(self) -> None:
+        """Empty the file; every in-memory entry becomes pending for the next write_pending."""
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            raise io_error(LogIOError, exc, "truncating index", self.path) from exc
+        self._written = 0
+
     def mark_loaded(self, count: int, file_size: int) -> None:
         """Record that the file holds the first `count` entries; cut anything after them."""
         self._written = count

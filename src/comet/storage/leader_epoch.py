@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
@@ -60,6 +60,9 @@ class LeaderEpochCache:
         try:
             text = path.read_text()
         except FileNotFoundError:
+            return None
+        except UnicodeDecodeError as exc:
+            log.warning("leader_epoch.checkpoint_invalid", file=str(path), error=str(exc))
             return None
         try:
             return cls(directory, _parse(text))
@@ -132,6 +135,39 @@ class LeaderEpochCache:
     def save(self) -> None:
         """Write the checkpoint file now (after a rebuild)."""
         self._write()
+
+
+def checkpoint_problem(
+    entries: list[tuple[int, int]],
+    start: int,
+    end: int,
+    batch_epoch: Callable[[int], tuple[int, int] | None],
+) -> str | None:
+    """Why checkpoint `entries` disagree with the log [start, end), or None.
+
+    `batch_epoch(offset)` gives (base offset, leader epoch) of the batch
+    holding an offset, None when it cannot be read (not held against the
+    checkpoint). Checks where each entry's epoch begins and the epochs of
+    the first and last batches: a few header reads, not a scan.
+    """
+    entries = [(epoch, offset) for epoch, offset in entries if offset < end]
+    if end <= start:
+        return None
+    for epoch, offset in entries:
+        if offset < start:
+            continue
+        found = batch_epoch(offset)
+        if found is not None and found != (offset, epoch):
+            return f"epoch {epoch} should start at {offset}; the batch there is {found}"
+        before = batch_epoch(offset - 1) if offset > start else None
+        if before is not None and before[1] >= epoch:
+            return f"epoch {epoch} starts at {offset} but the batch before has {before[1]}"
+    for offset in (start, end - 1):
+        found = batch_epoch(offset)
+        listed = max((e for e, o in entries if o <= offset), default=NO_EPOCH)
+        if found is not None and found[1] >= 0 and found[1] != listed:
+            return f"the batch at {found[0]} has epoch {found[1]}, the checkpoint says {listed}"
+    return None
 
 
 def _parse(text: str) -> list[tuple[int, int]]:

@@ -36,7 +36,9 @@ startup (that would read every byte). Damage recovery cannot see there (bit
 rot, a bad sector, a file copied in by hand) is caught when it is read:
 every batch is CRC-checked before it is returned, a bad batch ends the
 result, and a read that would start with one raises CorruptRecordError. So
-corrupt bytes are never served.
+corrupt bytes are never served. A sealed segment cut short of its
+successor's base offset has lost the offsets in between: a read there
+raises CorruptRecordError too rather than skipping to the next segment.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from comet.records import BatchHeader, stamp_batch
 from comet.storage.config import LogConfig
 from comet.storage.directory import make_directory, segment_base_offsets
 from comet.storage.errors import (
+    CorruptRecordError,
     InvalidOffsetError,
     LogClosedError,
     LogFlushError,
@@ -70,7 +73,7 @@ from comet.storage.errors import (
     io_error,
 )
 from comet.storage.files import fsync_directory
-from comet.storage.leader_epoch import LeaderEpochCache
+from comet.storage.leader_epoch import LeaderEpochCache, checkpoint_problem
 from comet.storage.segment import MAX_RELATIVE_OFFSET, LogSegment
 from comet.storage.time_index import NO_TIMESTAMP
 
@@ -194,8 +197,22 @@ class PartitionLog:
         return plog
 
     def _load_leader_epochs(self) -> None:
-        """Load the leader-epoch checkpoint, rebuilding it from batch headers when needed."""
+        """Load the leader-epoch checkpoint, rebuilding it from batch headers when needed.
+
+        A checkpoint that parses is still checked against the log (a few
+        header reads): a crash between appending a new epoch's first batch and
+        writing the checkpoint, or a file restored from a backup, leaves one
+        that no longer describes the log, and followers would truncate by it.
+        """
         cache = LeaderEpochCache.load(self.directory)
+        problem = None
+        if cache is not None:
+            problem = checkpoint_problem(
+                cache.entries, self.log_start_offset, self._log_end_offset, self._batch_epoch
+            )
+        if problem is not None:
+            log.warning("leader_epoch.checkpoint_stale", file=str(cache.path), reason=problem)
+            cache = None
         if cache is None:
             entries: list[tuple[int, int]] = []
             for segment in self._segments:
@@ -208,6 +225,15 @@ class PartitionLog:
                 log.info("leader_epoch.rebuilt", directory=str(self.directory), epochs=len(entries))
         cache.truncate_from_end(self._log_end_offset)
         self.leader_epochs = cache
+
+    def _batch_epoch(self, offset: int) -> tuple[int, int] | None:
+        """(base offset, leader epoch) of the batch holding `offset`; None if unreadable."""
+        segments = self._segments
+        segment = segments[bisect_right(segments, offset, key=_base_offset) - 1]
+        try:
+            return segment.batch_epoch(offset)
+        except CorruptRecordError:
+            return None
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -386,7 +412,7 @@ class PartitionLog:
         if offset >= limit:
             return ReadResult(b"", offset, offset, start, end)
         first = bisect_right(segments, offset, key=_base_offset) - 1
-        for segment in islice(segments, first, None):
+        for i, segment in enumerate(islice(segments, first, None), first):
             try:
                 found = segment.read(offset, max_bytes, limit)
             except LogClosedError:
@@ -398,6 +424,16 @@ class PartitionLog:
             if found is not None:
                 records, first_offset, next_offset = found
                 return ReadResult(records, first_offset, next_offset, start, end)
+            if i + 1 < len(segments) and offset < segments[i + 1].base_offset:
+                # A sealed segment that ends short of its successor (cut or damaged on
+                # disk): the offsets in between are lost, which a read must not skip.
+                raise CorruptRecordError(
+                    segment.path,
+                    segment.size,
+                    f"offsets {segment.next_offset} to {segments[i + 1].base_offset - 1} are "
+                    f"missing: the segment ends at offset {segment.next_offset} but the next "
+                    f"one starts at {segments[i + 1].base_offset}",
+                )
         return ReadResult(b"", offset, offset, start, end)
 
     def iter_batch_headers(self, start_offset: int = 0) -> Iterator[BatchHeader]:

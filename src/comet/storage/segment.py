@@ -13,7 +13,13 @@ import structlog
 
 from comet.records import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header
 from comet.records.batch import MAGIC
-from comet.storage.batch_scan import MIN_BATCH_LENGTH, StoredBatch, frame_problem, valid_prefix
+from comet.storage.batch_scan import (
+    MIN_BATCH_LENGTH,
+    BatchScanner,
+    StoredBatch,
+    frame_problem,
+    valid_prefix,
+)
 from comet.storage.errors import CorruptRecordError, LogClosedError, LogIOError
 from comet.storage.log_file import LogFile
 from comet.storage.offset_index import OffsetIndex
@@ -202,17 +208,20 @@ class LogSegment:
     def _last_entry_problem(self) -> str | None:
         """Why the last offset index entry does not point at its batch, or None."""
         last = self.offset_index.last()
-        if last is None:
-            return None
-        rel, pos = last
+        return None if last is None else self._entry_problem(*last)
+
+    def _entry_problem(self, rel: int, pos: int) -> str | None:
+        """Why the offset index entry (rel, pos) does not point at its batch, or None."""
+        if rel == 0 and pos == 0:
+            return None  # the segment start: an implicit entry, also what lookups fall back to
         header = self.file.header_at(pos)
         if header is None or header.base_offset != self.base_offset + rel:
             found = "no batch header" if header is None else f"base_offset {header.base_offset}"
-            return f"last entry expects offset {self.base_offset + rel} at {pos}, found {found}"
+            return f"entry expects offset {self.base_offset + rel} at {pos}, found {found}"
         return None
 
-    def _rebuild_indexes(self, reason: str) -> None:
-        """Recompute both indexes of a sealed segment from its batch headers."""
+    def _reindex(self) -> tuple[BatchScanner, int]:
+        """Recompute both indexes in memory from the batch headers; (scanner, max timestamp)."""
         self.offset_index.truncate(0)
         self.time_index.truncate(0)
         self._next_index_position = self.index_interval_bytes
@@ -222,6 +231,41 @@ class LogSegment:
             max_ts = max(max_ts, batch.max_timestamp)
             self._maybe_index(batch.position, batch.base_offset, max_ts)
         self._seal_time_index(max_ts, scanner.next_offset)
+        return scanner, max_ts
+
+    def _repaired_index(self, rel: int, pos: int, size: int) -> bool:
+        """After a scan from index entry (rel, pos) failed at once: rebuild if the entry is wrong.
+
+        Loading checks only the last entry of an index, so a damaged entry in
+        the middle shows when a read uses it. Returns False when the entry is
+        right (the log itself is damaged there).
+        """
+        problem = self._entry_problem(rel, pos)
+        if problem is None:
+            return False
+        self._repair_indexes(f"offset index {problem}", size)
+        return True
+
+    def _repair_indexes(self, reason: str, size: int) -> None:
+        """Rebuild both indexes of a loaded segment in place; runs under the segment lock."""
+        scanner, _ = self._reindex()
+        if self._synced_size >= size:
+            self.offset_index.rewrite()
+            self.time_index.rewrite()
+        else:  # entries must reach the files only after the bytes they point at are synced
+            self.offset_index.discard_written()
+            self.time_index.discard_written()
+        log.warning(
+            "segment.index_rebuilt",
+            file=self.path,
+            reason=reason,
+            entries=len(self.offset_index),
+            scanned_bytes=scanner.position,
+        )
+
+    def _rebuild_indexes(self, reason: str) -> None:
+        """Recompute both indexes of a sealed segment from its batch headers."""
+        scanner, max_ts = self._reindex()
         self.offset_index.rewrite()
         self.time_index.rewrite()
         self.max_timestamp = max_ts
@@ -399,6 +443,16 @@ class LogSegment:
         records = data if length == len(data) else memoryview(data)[:length]
         return records, first.base_offset, next_offset
 
+    def batch_epoch(self, offset: int) -> tuple[int, int] | None:
+        """(base offset, partition leader epoch) of the batch holding `offset`, if any."""
+        with self.lock:
+            if self.closed:
+                raise LogClosedError(f"{self.path}: segment is closed")
+            batch = self._locate(offset, self.size)
+            if batch is None:
+                return None
+            return batch.base_offset, _EPOCH.unpack(self.file.pread(4, batch.position + 12))[0]
+
     def epoch_starts(self) -> list[tuple[int, int]]:
         """(partition_leader_epoch, base_offset) of each batch that starts a new epoch.
 
@@ -428,8 +482,11 @@ class LogSegment:
         with self.lock:
             if self.closed:
                 raise LogClosedError(f"{self.path}: segment is closed")
-            rel, pos = self.offset_index.lookup(max(start_offset - self.base_offset, 0))
+            start_rel = max(start_offset - self.base_offset, 0)
+            rel, pos = self.offset_index.lookup(start_rel)
             end = self.size
+            if self._repaired_index(rel, pos, end):  # a rare scan: check its entry first
+                rel, pos = self.offset_index.lookup(start_rel)
         expected = self.base_offset + rel
         buf = b""
         buf_start = pos
@@ -470,28 +527,50 @@ class LogSegment:
 
     def _locate(self, offset: int, size: int) -> StoredBatch | None:
         """The batch containing `offset` (framing checked, no CRC), or None past the end."""
-        rel, pos = self.offset_index.lookup(offset - self.base_offset)
-        scanner = self.file.scanner(
-            pos, self.base_offset + rel, verify_crc=False, end=size, chunk_size=LOCATE_CHUNK
-        )
-        for batch in scanner:
-            if batch.next_offset > offset:
-                return batch
-        if scanner.problem is not None:
-            raise CorruptRecordError(self.path, scanner.position, scanner.problem)
-        return None
+        for retry in (False, True):
+            rel, pos = self.offset_index.lookup(offset - self.base_offset)
+            scanner = self.file.scanner(
+                pos, self.base_offset + rel, verify_crc=False, end=size, chunk_size=LOCATE_CHUNK
+            )
+            for batch in scanner:
+                if batch.next_offset > offset:
+                    return batch
+            if scanner.problem is None:
+                return None
+            if retry or scanner.position != pos or not self._repaired_index(rel, pos, size):
+                break
+        raise CorruptRecordError(self.path, scanner.position, scanner.problem)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        """Base offset of the first batch whose max_timestamp >= `timestamp_ms`, if any."""
+        """Base offset of the first batch whose max_timestamp >= `timestamp_ms`, if any.
+
+        The scan checks the time index entry it starts from: a batch at or
+        below the entry's offset that is newer than the entry's timestamp
+        proves the entry wrong, and the indexes are rebuilt from the log.
+        """
         with self.lock:
             if self.closed:
                 raise LogClosedError(f"{self.path}: segment is closed")
-            rel = self.time_index.lookup(timestamp_ms)
-            start_rel, pos = self.offset_index.lookup(rel if rel is not None else 0)
-            scanner = self.file.scanner(pos, self.base_offset + start_rel, verify_crc=False)
-            for batch in scanner:
-                if batch.max_timestamp >= timestamp_ms:
-                    return batch.base_offset
+            for retry in (False, True):
+                entry = self.time_index.lookup(timestamp_ms)
+                entry_ts, entry_rel = entry if entry is not None else (NO_TIMESTAMP, -1)
+                covered = self.base_offset + entry_rel  # the entry vouches for batches up to here
+                start_rel, pos = self.offset_index.lookup(max(entry_rel, 0))
+                scanner = self.file.scanner(pos, self.base_offset + start_rel, verify_crc=False)
+                wrong = None
+                for batch in scanner:
+                    if batch.base_offset <= covered and batch.max_timestamp > entry_ts:
+                        wrong = f"time index entry ({entry_ts}, {entry_rel}) but the batch at "
+                        wrong += f"{batch.base_offset} has max timestamp {batch.max_timestamp}"
+                        break
+                    if batch.max_timestamp >= timestamp_ms:
+                        return batch.base_offset
+                if wrong is not None and not retry:
+                    self._repair_indexes(wrong, self.size)
+                    continue
+                at_entry = scanner.problem is not None and scanner.position == pos
+                if retry or not at_entry or not self._repaired_index(start_rel, pos, self.size):
+                    break
         return None
 
     def largest_timestamp(self) -> int:

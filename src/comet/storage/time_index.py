@@ -78,14 +78,15 @@ class TimeIndex(IndexFile):
             self._ts.append(max_timestamp)
             self._rel.append(relative_offset)
 
-    def lookup(self, timestamp_ms: int) -> int | None:
-        """Relative offset of the last entry whose timestamp is below `timestamp_ms`, if any.
+    def lookup(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(timestamp, relative offset) of the last entry with a timestamp below `timestamp_ms`.
 
         Every batch up to that offset is older than `timestamp_ms`, so a scan
-        for the first batch at or after the timestamp can start there.
+        for the first batch at or after the timestamp can start there. None
+        when no entry is that old.
         """
         i = bisect_left(self._ts, timestamp_ms) - 1
-        return self._rel[i] if i >= 0 else None
+        return (self._ts[i], self._rel[i]) if i >= 0 else None
 
     @property
     def last_timestamp(self) -> int:
