@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from comet.broker.validation import TOPIC_NAME_RE
+from comet.cluster.local import write_file_atomically
 from comet.storage import LogConfig, PartitionLog
 
 log = structlog.get_logger(__name__)
@@ -35,21 +36,48 @@ LOCK_FILE = "lock"
 BROKER_ID_FILE = "broker_id"
 
 
+MAX_BROKER_ID_LENGTH = 255
+
+
+class BrokerIdFileError(ValueError):
+    """The broker id file holds something that is not a broker id."""
+
+
 def load_or_create_broker_id(data_dir: Path) -> str:
     """The broker id kept in the data directory, created (a UUID) on first start.
 
     A broker that restarts without --broker-id keeps its identity, so its
-    partitions and offsets stay its own.
+    partitions and offsets stay its own. The file is written atomically, so
+    an empty one was never finished and gets a new id; one whose content is
+    not an id (1-255 printable characters, no spaces) is refused rather
+    than replaced, since a new identity would orphan the old one's replicas.
     """
     path = data_dir / META_DIR / BROKER_ID_FILE
     if path.exists():
-        value = path.read_text().strip()
+        raw = path.read_bytes()
+        try:
+            value = raw.decode().strip()
+        except UnicodeDecodeError:
+            value = None
+        if value is None or (value and not _is_broker_id(value)):
+            raise BrokerIdFileError(
+                f"broker id file {path} is damaged ({raw[:40]!r}): restore it, pass "
+                "--broker-id, or delete it to start as a new broker"
+            )
         if value:
             return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = str(uuid.uuid4())
-    path.write_text(value + "\n")
+    write_file_atomically(path, (value + "\n").encode())
     return value
+
+
+def _is_broker_id(value: str) -> bool:
+    return (
+        len(value) <= MAX_BROKER_ID_LENGTH
+        and value.isprintable()
+        and not any(c.isspace() for c in value)
+    )
 
 
 class DataDirLockedError(RuntimeError):

@@ -29,7 +29,12 @@ from comet.broker.config import (
     DEFAULT_REPLICA_LAG_TIME_MAX_MS,
     DEFAULT_RETENTION_CHECK_INTERVAL_MS,
 )
-from comet.broker.log_manager import DataDirLockedError, LogManager, load_or_create_broker_id
+from comet.broker.log_manager import (
+    BrokerIdFileError,
+    DataDirLockedError,
+    LogManager,
+    load_or_create_broker_id,
+)
 from comet.cluster import Coordinator, CoordinatorError, LocalCoordinator
 from comet.logs import LEVELS, configure_logging
 from comet.server import BrokerServer, parse_listen_address
@@ -286,6 +291,8 @@ def main(**options: object) -> None:
             )
     try:
         broker_id = str(options["broker_id"] or load_or_create_broker_id(data_dir))
+    except BrokerIdFileError as exc:
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot use data directory {data_dir}: {exc}")
     config = BrokerConfig(
