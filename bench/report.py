@@ -29,7 +29,7 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "label": "Comet client API",
         "short": "Comet client",
         "api": "`cometctl bench --api client`: TopicProducer.send_nowait per record "
-        "(batches of 5,000) / group Consumer, one Message per record",
+        "(batches of 5,000) / group Consumer.batches(), every record decoded",
         "durability": "acks=1, fsync before the ack (group commit, `--flush-policy batch`)",
         "color": "#6f9be0",
     },
