@@ -61,6 +61,7 @@ class TopicProducer:
         self._client = client or CometClient(config.bootstrap_addresses)
         self._acks: Any = -1 if config.acks == "all" else config.acks
         self._acc: RecordAccumulator | None = None
+        self._serializes = config.key_serializer is not None or config.value_serializer is not None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._wake = asyncio.Event()
@@ -209,8 +210,10 @@ class TopicProducer:
         """Buffer one record now; BufferFullError if there is no room."""
         if self._closed:
             raise ClientClosedError("send() after close(): the producer is closed")
-        k, v = self._serialize(key, value)
-        handle = self._accumulator().try_append(k, v, headers or (), partition)
+        acc = self._acc or self._accumulator()
+        if self._serializes:
+            key, value = self._serialize(key, value)
+        handle = acc.try_append(key, value, headers or (), partition)
         if handle is None:
             raise BufferFullError(f"producer buffer of {self.config.buffer_size} records is full")
         if on_delivery is not None:
