@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+import comet.storage.leader_epoch as leader_epoch_module
 import comet.storage.log as log_module
 from comet.records import validate_batches
 from comet.storage import (
@@ -144,3 +145,42 @@ def test_a_failed_roll_removes_the_new_files_and_keeps_appending(log, monkeypatc
     info = log.append(buf, validate_batches(buf), 0)
     assert info.base_offset == 20
     assert read_all(log)[-1].offset == 29
+
+
+def test_a_roll_whose_index_writes_fail_keeps_the_log_online(log, monkeypatch, tmp_path):
+    """A full disk at roll time: the sealed segment's indexes are derived data, not a reason
+    to take the partition offline."""
+
+    def pwrite(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    segments = log.segment_count
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    buf = make_batch(10, 300, tag=99)  # too big for the active segment: rolls first
+    info = log.append(buf, validate_batches(buf), 0)
+    log.flush()
+    monkeypatch.undo()
+    assert log.segment_count == segments + 1
+    assert info.base_offset == 20
+    assert produce(log, tag=100).base_offset == 30
+    expected = read_all(log)
+    log.close()
+    again = PartitionLog.open(tmp_path / "p", CONFIG)
+    assert read_all(again) == expected
+    again.close()
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_append(log, monkeypatch, tmp_path):
+    def write_all(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(leader_epoch_module, "write_all", write_all)
+    info = produce(log, tag=50, leader_epoch=3)  # a new epoch: the checkpoint changes
+    monkeypatch.undo()
+    assert info.base_offset == 20
+    assert log.leader_epochs.entries[-1] == (3, 20)
+    assert not list((tmp_path / "p").glob("*.tmp"))
+    log.close()
+    again = PartitionLog.open(tmp_path / "p", CONFIG)
+    assert again.leader_epochs.entries[-1] == (3, 20)  # the stale file was rebuilt
+    again.close()

@@ -294,7 +294,7 @@ class PartitionLog:
                 max_ts = header.max_timestamp
         self._write(buf, headers, first, offset, max_ts)
         if leader_epoch > self.leader_epochs.latest_epoch:
-            self.leader_epochs.assign(leader_epoch, first)
+            self._assign_epoch(leader_epoch, first)
         return AppendInfo(first, offset - 1, count, max_ts, size)
 
     def append_stamped(
@@ -321,8 +321,26 @@ class PartitionLog:
         epochs = self.leader_epochs
         for header in headers:
             if header.partition_leader_epoch > epochs.latest_epoch:
-                epochs.assign(header.partition_leader_epoch, header.base_offset)
+                self._assign_epoch(header.partition_leader_epoch, header.base_offset)
         return AppendInfo(first, expected - 1, count, max_ts, len(buf))
+
+    def _assign_epoch(self, epoch: int, start_offset: int) -> None:
+        """Record a new leader epoch after its first batch was appended.
+
+        The batch is in the log already, so a checkpoint that cannot be
+        written (a full disk) must not fail the append: the epoch is kept in
+        memory, and the file, stale until the next change, is rebuilt from
+        the batch headers when the log is opened again.
+        """
+        try:
+            self.leader_epochs.assign(epoch, start_offset)
+        except OSError as exc:
+            log.warning(
+                "leader_epoch.checkpoint_write_failed",
+                directory=str(self.directory),
+                epoch=epoch,
+                error=str(exc),
+            )
 
     def _write(
         self,

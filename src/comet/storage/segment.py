@@ -387,14 +387,23 @@ class LogSegment:
                 log.warning("segment.index_write_failed", file=self.path, error=str(exc))
 
     def seal(self) -> None:
-        """Make the segment complete on disk before it stops being the active one."""
+        """Make the segment complete on disk before it stops being the active one.
+
+        The log bytes must be synced (LogFlushError otherwise). The indexes
+        are derived data: if writing them fails (a full disk), the entries
+        stay pending for close, and a load that finds them missing rebuilds
+        them from the log; so that failure is logged and the roll goes on.
+        """
         self.flush()
         with self.lock:
             if self.closed:
                 raise LogClosedError(f"{self.path}: segment is closed")
             self._seal_time_index(self.max_timestamp, self.next_offset)
-            self.offset_index.sync()
-            self.time_index.sync()
+            try:
+                self.offset_index.sync()
+                self.time_index.sync()
+            except LogIOError as exc:
+                log.warning("segment.index_write_failed", file=self.path, error=str(exc))
 
     def _seal_time_index(self, max_ts: int, next_offset: int) -> None:
         if next_offset > self.base_offset:
