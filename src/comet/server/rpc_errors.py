@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 NS_PER_MS = 1_000_000
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -51,6 +53,20 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             log.warning("rpc.coordinator_error", rpc=method.__name__, error=str(exc))
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"cluster metadata store unavailable: {exc}"
+            )
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                log.exception("rpc.internal_error", rpc=method.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"{method.__name__}: I/O error: {exc}"
+                )
+            # A broker-local file (topic metadata, committed offsets) could not be written.
+            log.warning("rpc.disk_full", rpc=method.__name__, error=str(exc))
+            context.set_trailing_metadata((("comet-error", "StorageFullError"),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{method.__name__}: no space left on the broker's disk: {exc}; "
+                "free space and retry",
             )
         except Exception:
             log.exception("rpc.internal_error", rpc=method.__name__)
