@@ -249,7 +249,13 @@ class Consumer:
             if tp.topic in self._subs
             for p in tp.partitions
         )
-        positions = await self._starting_positions(assignment)
+        try:
+            positions = await self._starting_positions(assignment)
+        except CometError:
+            # Joined but without positions to fetch from: join again, or the member
+            # would heartbeat forever with its partitions unconsumed.
+            self._rejoin.set()
+            raise
         self._epoch += 1
         self._assignment = assignment
         self._processed = dict(positions)
