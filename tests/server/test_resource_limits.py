@@ -130,8 +130,29 @@ def test_request_size_limit_refuses_one_byte_over_and_accepts_the_limit(control)
     assert log_end(control) == end + 1
 
 
+def refusal(stub: broker_pb2_grpc.BrokerServiceStub) -> grpc.RpcError | None:
+    """The error of a cheap counted call, or None when it was served."""
+    try:
+        stub.ListTopics(pb.ListTopicsRequest(), timeout=DEADLINE_S)
+    except grpc.RpcError as exc:
+        return exc
+    return None
+
+
+def connected(address: str, options: list[tuple[str, int]] | None = None) -> grpc.Channel:
+    """A channel whose connection the broker has accepted.
+
+    Connections of earlier tests count against --max-connections until the
+    broker has seen them close, so a new one may be refused for a moment.
+    """
+    channel = grpc.insecure_channel(address, options=options)
+    stub = broker_pb2_grpc.BrokerServiceStub(channel)
+    poll(lambda: refusal(stub) is None, f"a connection to {address}")
+    return channel
+
+
 def test_streams_per_connection_wait_in_the_client_instead_of_failing(limited, control):
-    with grpc.insecure_channel(limited.address, options=OWN_CONNECTION) as channel:
+    with connected(limited.address, OWN_CONNECTION) as channel:
         stub = broker_pb2_grpc.BrokerServiceStub(channel)
         polls = [long_poll(stub, log_end(stub)) for _ in range(STREAMS)]
         try:
@@ -148,23 +169,13 @@ def test_streams_per_connection_wait_in_the_client_instead_of_failing(limited, c
                 call.cancel()
 
 
-def refusal(stub: broker_pb2_grpc.BrokerServiceStub) -> grpc.RpcError | None:
-    """The error of a cheap counted call, or None when it was served."""
-    try:
-        stub.ListTopics(pb.ListTopicsRequest(), timeout=DEADLINE_S)
-    except grpc.RpcError as exc:
-        return exc
-    return None
-
-
 @pytest.mark.parametrize("release", ["cancel", "close-channel"])
 def test_inflight_limit_refuses_calls_naming_the_flag_and_recovers(
     limited, control_channel, control, release
 ):
     end, before = log_end(control), stored(control)
     for _ in range(2):  # a slot leaked or released twice shows in the second round
-        channels = [grpc.insecure_channel(limited.address, options=OWN_CONNECTION)]
-        channels.append(grpc.insecure_channel(limited.address))
+        channels = [connected(limited.address, OWN_CONNECTION), connected(limited.address)]
         stubs = [broker_pb2_grpc.BrokerServiceStub(c) for c in channels]
         polls = [long_poll(stubs[i % 2], end) for i in range(INFLIGHT)]
         try:
