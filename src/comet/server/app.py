@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 
 import grpc
@@ -92,6 +93,10 @@ class BrokerServer:
             raise AddressInUseError(f"cannot listen on {self.config.listen_addr}: {exc}") from None
         await server.start()
         self._server = server
+        # Everything allocated so far (modules, recovered state) lives as long as the
+        # process: keep it out of the cyclic GC, whose full collections otherwise scan
+        # it all (a 25 ms pause, measured under load) on the request path.
+        gc.freeze()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
