@@ -101,8 +101,6 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         self.limit = limit
         self.flag = flag
         self.active = 0
-        self.peak = 0
-        self.refused = 0
         self._saturated = False
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -134,8 +132,6 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
             if self.active >= self.limit:
                 await self._refuse(context)
             self.active += 1
-            if self.active > self.peak:
-                self.peak = self.active
             try:
                 return await behavior(request, context)
             finally:
@@ -147,7 +143,6 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         return limited
 
     async def _refuse(self, context: grpc.aio.ServicerContext) -> None:
-        self.refused += 1
         if not self._saturated:  # log once per overload episode, not per refused call
             self._saturated = True
             log.warning("server.inflight_limit_reached", limit=self.limit, flag=self.flag)
