@@ -345,8 +345,14 @@ async def run_e2e(
         acks=acks,
         flush_interval=0.0005,  # type: ignore[arg-type]
     )
+    # Commits every 10,000 records or 0.5 s (not the original's every 100 records, which
+    # at 10,000 records/s is 100 commit RPCs a second competing with the ones measured).
     consumer_cfg = ConsumerConfig(
-        bootstrap, group=f"e2e-{topic}", auto_offset_reset="latest", poll_interval=0.5
+        bootstrap,
+        group=f"e2e-{topic}",
+        auto_offset_reset="latest",
+        poll_interval=0.5,
+        auto_commit_every=10_000,
     )
     cpu0 = time.process_time()
     async with TopicProducer(producer_cfg) as producer, Consumer(consumer_cfg) as consumer:
