@@ -14,13 +14,16 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORTS ?= 6174,6175,6176
 ETCD_PORT ?=
 CLEAN ?=
+# make chaos DURATION=600 SEED=n: the fault harness (tests/faults); no SEED = a random one, printed
+DURATION ?= 600
+SEED ?=
 COMPOSE ?= docker compose
 COMPOSE_FILE := deploy/docker-compose.yml
 IMAGE ?= comet-broker:local
 LOCAL_CLUSTER = $(BIN)/python deploy/local_cluster.py --dir $(CLUSTER_DIR)
 YES = $(filter 1 yes true,$(CLEAN))
 
-.PHONY: run test lint format proto bench bench-compare example clean \
+.PHONY: run test lint format proto bench bench-compare example clean chaos \
 	cluster cluster-status cluster-down docker-build docker-up docker-down
 
 $(STAMP): pyproject.toml
@@ -64,6 +67,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench-compare: $(BENCH_STAMP)
 	bash bench/install_servers.sh
 	$(BIN)/python -m bench.compare $(if $(SCALE),--scale $(SCALE))
+
+## chaos: DURATION seconds of seeded faults against etcd + 3 brokers, then check the history
+chaos: $(STAMP)
+	$(BIN)/python -m tests.faults --duration $(DURATION)$(if $(SEED), --seed $(SEED))
 
 ## example: a broker, the price producer and two price-alert consumers (Ctrl-C stops all)
 example: $(STAMP)

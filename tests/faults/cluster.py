@@ -15,10 +15,11 @@ control (which blocks while a process starts) runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
-from comet.cli.local_broker import LocalBroker, free_port
-from tests.faults.proxy import FaultProxy, ProxySet
+from comet.cli.local_broker import LocalBroker
+from tests.faults.proxy import FaultProxy, ProxySet, listening_socket
 from tests.integration.cluster import Cluster
 
 LINKS = ("client", "peer", "etcd")
@@ -34,14 +35,15 @@ class FaultCluster(Cluster):
         extra_args: list[str] | None = None,
         lease_ttl_s: int = 2,
     ) -> None:
-        self.proxy_ports: dict[str, dict[str, int]] = {}
+        self._sockets: dict[str, dict[str, socket.socket]] = {}
         self.proxies = ProxySet()
         super().__init__(root, brokers, extra_args, lease_ttl_s)
 
     def _ports(self, broker_id: str) -> dict[str, int]:
-        if broker_id not in self.proxy_ports:
-            self.proxy_ports[broker_id] = {link: free_port() for link in LINKS}
-        return self.proxy_ports[broker_id]
+        """Ports of a broker's proxies, reserved (bound and listening) until they start."""
+        if broker_id not in self._sockets:
+            self._sockets[broker_id] = {link: listening_socket() for link in LINKS}
+        return {link: sock.getsockname()[1] for link, sock in self._sockets[broker_id].items()}
 
     def etcd_endpoint_for(self, broker_id: str) -> str:
         """The broker's etcd proxy."""
@@ -60,10 +62,10 @@ class FaultCluster(Cluster):
     async def start_all(self) -> FaultCluster:
         """Start the proxies, then etcd and the brokers (in a thread), until all registered."""
         for broker_id, broker in self.brokers.items():
-            ports = self._ports(broker_id)
-            await self.proxies.add(f"{broker_id}.client", broker.address, ports["client"])
-            await self.proxies.add(f"{broker_id}.peer", broker.address, ports["peer"])
-            await self.proxies.add(f"{broker_id}.etcd", self.etcd.endpoint, ports["etcd"])
+            socks = self._sockets[broker_id]
+            await self.proxies.add(f"{broker_id}.client", broker.address, sock=socks["client"])
+            await self.proxies.add(f"{broker_id}.peer", broker.address, sock=socks["peer"])
+            await self.proxies.add(f"{broker_id}.etcd", self.etcd.endpoint, sock=socks["etcd"])
         await asyncio.to_thread(self.start)
         return self
 
@@ -73,6 +75,9 @@ class FaultCluster(Cluster):
             await asyncio.to_thread(self.close)
         finally:
             await self.proxies.close()
+            for socks in self._sockets.values():
+                for sock in socks.values():
+                    sock.close()  # those of proxies that never started
 
     def proxy(self, broker_id: str, link: str) -> FaultProxy:
         """The proxy of one broker's link ("client", "peer" or "etcd")."""

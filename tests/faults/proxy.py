@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -126,10 +127,13 @@ class _Connection:
 class FaultProxy:
     """Forwards 127.0.0.1:`port` to `upstream`; faults are set while it runs (module doc)."""
 
-    def __init__(self, name: str, upstream: str, port: int = 0) -> None:
+    def __init__(
+        self, name: str, upstream: str, port: int = 0, sock: socket.socket | None = None
+    ) -> None:
         self.name = name
         self.upstream = upstream
-        self.port = port
+        self.port = sock.getsockname()[1] if sock is not None else port
+        self._sock = sock  # already bound and listening: the port cannot be taken meanwhile
         self.faults = {UP: DirectionFault(), DOWN: DirectionFault()}
         self.is_cut = False
         self.stats = ProxyStats()
@@ -143,8 +147,11 @@ class FaultProxy:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> FaultProxy:
-        """Listen (on a free port when none was given)."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        """Listen (on the given socket, else the port, else a free port)."""
+        if self._sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=self._sock)
+        else:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -217,17 +224,27 @@ class FaultProxy:
         self.connections.add(_Connection(self, (reader, writer), upstream))
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to a free 127.0.0.1 port and listening: the port stays ours."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
 class ProxySet:
     """The proxies of a cluster by name; the harness cuts and heals them by name."""
 
     def __init__(self) -> None:
         self.proxies: dict[str, FaultProxy] = {}
 
-    async def add(self, name: str, upstream: str, port: int = 0) -> FaultProxy:
+    async def add(
+        self, name: str, upstream: str, port: int = 0, sock: socket.socket | None = None
+    ) -> FaultProxy:
         """Start a proxy called `name` in front of `upstream`."""
         if name in self.proxies:
             raise ValueError(f"proxy {name!r} exists")
-        proxy = await FaultProxy(name, upstream, port).start()
+        proxy = await FaultProxy(name, upstream, port, sock).start()
         self.proxies[name] = proxy
         return proxy
 
