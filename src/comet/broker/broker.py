@@ -380,7 +380,7 @@ class Broker(OriginalApi):
         return self._peer_addresses.get(broker_id)
 
     async def produce_batch(
-        self, topic: str, partition: int, records: bytes, acks: int, timeout_ms: int
+        self, topic: str, partition: int, records: bytes | memoryview, acks: int, timeout_ms: int
     ) -> AppendInfo:
         """Append client-framed batches to one partition."""
         self._check_running()

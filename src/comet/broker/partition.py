@@ -164,7 +164,7 @@ class Partition:
 
     # --- produce (leader) -------------------------------------------------------
 
-    async def produce(self, records: bytes, acks: int, timeout_s: float) -> AppendInfo:
+    async def produce(self, records: bytes | memoryview, acks: int, timeout_s: float) -> AppendInfo:
         """Validate and append client-framed batches; wait for `acks`; return where they went."""
         if acks not in VALID_ACKS:
             raise InvalidRequestError(f"acks: must be 0, 1 or -1 (all), got {acks}")

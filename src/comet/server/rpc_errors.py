@@ -10,8 +10,14 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from comet.broker.errors import BrokerError, NotCoordinatorError, NotLeaderError
+from comet.broker.errors import (
+    BrokerError,
+    InvalidRequestError,
+    NotCoordinatorError,
+    NotLeaderError,
+)
 from comet.cluster import CoordinatorError
+from comet.server.wire import MalformedRequest
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +35,10 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidRequestError(
+                    f"request: not a valid {request.message_type} ({request.error})"
+                )
             return await method(self, request, context)
         except BrokerError as exc:
             metadata: tuple[tuple[str, str | bytes], ...] = (("comet-error", type(exc).__name__),)

@@ -18,7 +18,7 @@ from comet.server.original_rpcs import OriginalRpcs
 from comet.server.peers import PeerClients
 from comet.server.replication_rpcs import ReplicationRpcs
 from comet.server.rpc_errors import handles_errors
-from comet.server.wire import encode_fetch_response
+from comet.server.wire import ProduceBatchView, encode_fetch_response
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
 
@@ -139,9 +139,9 @@ class BrokerServicer(
 
     @handles_errors
     async def ProduceBatch(
-        self, request: pb.ProduceBatchRequest, context: Any
+        self, request: ProduceBatchView, context: Any
     ) -> pb.ProduceBatchResponse:
-        """Append client-framed record batches to one partition."""
+        """Append client-framed record batches to one partition (records arrive as a view)."""
         info = await self.broker.produce_batch(
             request.topic, request.partition, request.records, request.acks, request.timeout_ms
         )
