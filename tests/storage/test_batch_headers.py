@@ -9,7 +9,7 @@ import pytest
 
 from comet.records import RecordBatchBuilder, validate_batches
 from comet.storage import LogClosedError, LogConfig, PartitionLog
-from comet.storage.segment import HEADER_SCAN_CHUNK
+from comet.storage.segment_read import HEADER_SCAN_CHUNK
 
 from .support import DEFAULT_TS, batch_headers
 

@@ -11,6 +11,7 @@ from operator import lt
 from comet.storage.index_file import IndexFile
 
 _SWAP = sys.byteorder == "little"  # the file is big-endian, `array` is native
+MAX_RELATIVE_OFFSET = (1 << 32) - 1  # entries hold relative offsets as uint32
 
 
 def increasing_prefix(*columns: array) -> int:

@@ -1,39 +1,45 @@
-"""One segment of a partition log: a .log file of batches with its two sparse indexes."""
+"""One segment of a partition log: a .log file of batches with its two sparse indexes.
+
+LogSegment holds the files and the append path, durability, truncation and
+closing; its reads are in segment_read.py, and the checking and rebuilding
+of its indexes (on open, and when a read finds a wrong entry) in
+segment_recovery.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
-from comet.records import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header
-from comet.records.batch import MAGIC
-from comet.storage.batch_scan import (
-    MIN_BATCH_LENGTH,
-    BatchScanner,
-    StoredBatch,
-    frame_problem,
-    valid_prefix,
-)
-from comet.storage.errors import CorruptRecordError, LogClosedError, LogIOError
+from comet.records import BatchHeader
+from comet.storage.errors import LogClosedError, LogIOError
 from comet.storage.log_file import LogFile
-from comet.storage.offset_index import OffsetIndex
+from comet.storage.offset_index import MAX_RELATIVE_OFFSET, OffsetIndex
+from comet.storage.segment_read import HEADER_SCAN_CHUNK, LOCATE_CHUNK, SegmentReads
+from comet.storage.segment_recovery import SegmentRecovery
 from comet.storage.time_index import NO_TIMESTAMP, TimeIndex
 
+__all__ = [
+    "HEADER_SCAN_CHUNK",
+    "INDEX_SUFFIX",
+    "LOCATE_CHUNK",
+    "LOG_SUFFIX",
+    "MAX_RELATIVE_OFFSET",
+    "TIME_INDEX_SUFFIX",
+    "LogSegment",
+    "segment_name",
+]
+
 log = structlog.get_logger(__name__)
-_EPOCH = struct.Struct(">i")
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
-LOCATE_CHUNK = 16 * 1024  # a read finds its first batch within about one index interval
-HEADER_SCAN_CHUNK = 16 * 1024  # header scans read this much while batches are smaller
-MAX_RELATIVE_OFFSET = (1 << 32) - 1
 
 
 def segment_name(base_offset: int) -> str:
@@ -41,7 +47,7 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
 
 
-class LogSegment:
+class LogSegment(SegmentReads, SegmentRecovery):
     """The batches of one offset range: `{base_offset:020d}.log` plus .index and .timeindex.
 
     File format of the .log: RecordBatch v2 batches back to back, exactly the
@@ -153,172 +159,6 @@ class LogSegment:
         """Bytes in the .log file."""
         return self.file.size
 
-    def _load_sealed(self, next_base_offset: int) -> None:
-        """Load the indexes of a complete segment; rebuild them if they are not consistent.
-
-        Beyond each file's own checks, the batches after the last offset
-        index entry (one pread or two) must not include one that should have
-        been indexed, and none may be newer than the time index's last entry,
-        which sealing made the segment's largest timestamp.
-        """
-        problem = self._missing_index_problem()
-        if problem is None:
-            problem = self.offset_index.load(self.offset_index.open(), self.size)
-        if problem is None:
-            problem = self._last_entry_problem()
-        if problem is None:
-            max_rel = max(next_base_offset - 1 - self.base_offset, 0)
-            problem = self.time_index.load(self.time_index.open(), max_rel)
-        if problem is not None:
-            self._rebuild_indexes(problem)
-            return
-        last = self.offset_index.last()
-        rel, start = last if last is not None else (0, 0)
-        self._next_index_position = (
-            start + max(self.index_interval_bytes, 1) if last else self.index_interval_bytes
-        )
-        scanner = self.file.scanner(start, self.base_offset + rel, verify_crc=False)
-        max_ts = self.time_index.last_timestamp
-        for batch in scanner:
-            if batch.position >= self._next_index_position:
-                problem = f"no index entry for the batch at {batch.position}"
-            elif batch.max_timestamp > max_ts:
-                problem = f"batch at {batch.position} is newer than the time index's last entry"
-            if problem is not None:
-                self._rebuild_indexes(problem)
-                return
-        if scanner.problem is not None:
-            log.warning(
-                "segment.corrupt_tail",
-                file=self.path,
-                position=scanner.position,
-                reason=scanner.problem,
-            )
-        self.max_timestamp = max_ts
-        self.next_offset = scanner.next_offset
-        self._synced_size = self.size
-        self.first_timestamp = self._first_batch_timestamp()
-
-    def _missing_index_problem(self) -> str | None:
-        for index in (self.offset_index, self.time_index):
-            if not os.path.exists(index.path):
-                return f"{index.path} is missing"
-        return None
-
-    def _last_entry_problem(self) -> str | None:
-        """Why the last offset index entry does not point at its batch, or None."""
-        last = self.offset_index.last()
-        return None if last is None else self._entry_problem(*last)
-
-    def _entry_problem(self, rel: int, pos: int) -> str | None:
-        """Why the offset index entry (rel, pos) does not point at its batch, or None."""
-        if rel == 0 and pos == 0:
-            return None  # the segment start: an implicit entry, also what lookups fall back to
-        header = self.file.header_at(pos)
-        if header is None or header.base_offset != self.base_offset + rel:
-            found = "no batch header" if header is None else f"base_offset {header.base_offset}"
-            return f"entry expects offset {self.base_offset + rel} at {pos}, found {found}"
-        return None
-
-    def _reindex(self) -> tuple[BatchScanner, int]:
-        """Recompute both indexes in memory from the batch headers; (scanner, max timestamp)."""
-        self.offset_index.truncate(0)
-        self.time_index.truncate(0)
-        self._next_index_position = self.index_interval_bytes
-        max_ts = NO_TIMESTAMP
-        scanner = self.file.scanner(0, self.base_offset, verify_crc=False)
-        for batch in scanner:
-            max_ts = max(max_ts, batch.max_timestamp)
-            self._maybe_index(batch.position, batch.base_offset, max_ts)
-        self._seal_time_index(max_ts, scanner.next_offset)
-        return scanner, max_ts
-
-    def _repaired_index(self, rel: int, pos: int, size: int) -> bool:
-        """After a scan from index entry (rel, pos) failed at once: rebuild if the entry is wrong.
-
-        Loading checks only the last entry of an index, so a damaged entry in
-        the middle shows when a read uses it. Returns False when the entry is
-        right (the log itself is damaged there).
-        """
-        problem = self._entry_problem(rel, pos)
-        if problem is None:
-            return False
-        self._repair_indexes(f"offset index {problem}", size)
-        return True
-
-    def _repair_indexes(self, reason: str, size: int) -> None:
-        """Rebuild both indexes of a loaded segment in place; runs under the segment lock."""
-        scanner, _ = self._reindex()
-        if self._synced_size >= size:
-            self.offset_index.rewrite()
-            self.time_index.rewrite()
-        else:  # entries must reach the files only after the bytes they point at are synced
-            self.offset_index.discard_written()
-            self.time_index.discard_written()
-        log.warning(
-            "segment.index_rebuilt",
-            file=self.path,
-            reason=reason,
-            entries=len(self.offset_index),
-            scanned_bytes=scanner.position,
-        )
-
-    def _rebuild_indexes(self, reason: str) -> None:
-        """Recompute both indexes of a sealed segment from its batch headers."""
-        scanner, max_ts = self._reindex()
-        self.offset_index.rewrite()
-        self.time_index.rewrite()
-        self.max_timestamp = max_ts
-        self.next_offset = scanner.next_offset
-        self._synced_size = self.size
-        self.first_timestamp = self._first_batch_timestamp()
-        log.warning(
-            "segment.index_rebuilt",
-            file=self.path,
-            reason=reason,
-            entries=len(self.offset_index),
-            scanned_bytes=scanner.position,
-        )
-        if scanner.problem is not None:
-            log.warning(
-                "segment.corrupt_tail",
-                file=self.path,
-                position=scanner.position,
-                reason=scanner.problem,
-            )
-
-    def _recover_active(self) -> None:
-        """Validate the active segment from its last trustworthy index entry; cut a bad tail."""
-        self.offset_index.load(self.offset_index.open(), self.size)
-        while self._last_entry_problem() is not None:
-            self.offset_index.truncate(len(self.offset_index) - 1)
-        last = self.offset_index.last()
-        rel, start = last if last is not None else (0, 0)
-        self.time_index.load(self.time_index.open(), MAX_RELATIVE_OFFSET)
-        kept = self.time_index.count_at_or_below(rel) if last is not None else 0
-        self.time_index.truncate(kept)
-        self._next_index_position = (
-            start + max(self.index_interval_bytes, 1) if last else self.index_interval_bytes
-        )
-        max_ts = self.time_index.last_timestamp
-        scanner = self.file.scanner(start, self.base_offset + rel, verify_crc=True)
-        for batch in scanner:
-            max_ts = max(max_ts, batch.max_timestamp)
-            self._maybe_index(batch.position, batch.base_offset, max_ts)
-        if scanner.problem is not None:
-            dropped = self.size - scanner.position
-            self.file.truncate(scanner.position, durable=False)
-            log.warning(
-                "segment.truncated",
-                file=self.path,
-                valid_bytes=scanner.position,
-                dropped_bytes=dropped,
-                reason=scanner.problem,
-            )
-        self.max_timestamp = max_ts
-        self.next_offset = scanner.next_offset
-        self.first_timestamp = self._first_batch_timestamp()
-
     # --- appending -------------------------------------------------------------------------------
 
     def append(
@@ -418,176 +258,6 @@ class LogSegment:
             if batch.next_offset == next_offset:
                 return batch.base_offset
         return base
-
-    # --- reading ---------------------------------------------------------------------------------
-
-    def read(
-        self, offset: int, max_bytes: int, max_offset: int
-    ) -> tuple[bytes | memoryview, int, int] | None:
-        """(records, first_offset, next_offset) from the batch containing `offset`.
-
-        None when no batch of this segment holds `offset` or anything after it.
-        """
-        with self.lock:
-            if self.closed:
-                raise LogClosedError(f"{self.path}: segment is closed")
-            size = self.size
-            first = self._locate(offset, size)
-            if first is None:
-                return None
-            if first.base_offset >= max_offset:
-                return b"", offset, offset
-            pos = first.position
-            upper = self.offset_index.position_of_first_at_or_above(max_offset - self.base_offset)
-            end = size if upper is None else min(upper, size)
-            data = self.file.pread(max(min(max_bytes, end - pos), first.size), pos)
-        length, next_offset, problem = valid_prefix(data, first.base_offset, max_offset)
-        if problem is not None:
-            if length == 0:
-                raise CorruptRecordError(self.path, pos, problem)
-            log.warning(
-                "segment.corrupt_batch", file=self.path, position=pos + length, reason=problem
-            )
-        # a view, not a slice: the bytes are copied once, into the response
-        records = data if length == len(data) else memoryview(data)[:length]
-        return records, first.base_offset, next_offset
-
-    def batch_epoch(self, offset: int) -> tuple[int, int] | None:
-        """(base offset, partition leader epoch) of the batch holding `offset`, if any."""
-        with self.lock:
-            if self.closed:
-                raise LogClosedError(f"{self.path}: segment is closed")
-            batch = self._locate(offset, self.size)
-            if batch is None:
-                return None
-            return batch.base_offset, _EPOCH.unpack(self.file.pread(4, batch.position + 12))[0]
-
-    def epoch_starts(self) -> list[tuple[int, int]]:
-        """(partition_leader_epoch, base_offset) of each batch that starts a new epoch.
-
-        A header scan of the whole segment (no CRC), for rebuilding the
-        leader-epoch checkpoint; rare, so simplicity beats speed here.
-        """
-        out: list[tuple[int, int]] = []
-        with self.lock:
-            if self.closed:
-                raise LogClosedError(f"{self.path}: segment is closed")
-            scanner = self.file.scanner(0, self.base_offset, verify_crc=False, end=self.size)
-            for batch in scanner:
-                epoch = _EPOCH.unpack(self.file.pread(4, batch.position + 12))[0]
-                if not out or epoch > out[-1][0]:
-                    out.append((epoch, batch.base_offset))
-        return out
-
-    def iter_headers(self, start_offset: int, end_offset: int) -> Iterator[BatchHeader]:
-        """Headers of the batches holding offsets in [start_offset, end_offset), in order.
-
-        A header scan: no CRC check and no record bytes read beyond what one
-        read of HEADER_SCAN_CHUNK brings in (one header per read once batches
-        are larger than that). The lock is held per read only, so appends and
-        reads go on meanwhile; bytes appended after the call are not scanned.
-        Stops with a warning at the first batch that is not well framed.
-        """
-        with self.lock:
-            if self.closed:
-                raise LogClosedError(f"{self.path}: segment is closed")
-            start_rel = max(start_offset - self.base_offset, 0)
-            rel, pos = self.offset_index.lookup(start_rel)
-            end = self.size
-            if self._repaired_index(rel, pos, end):  # a rare scan: check its entry first
-                rel, pos = self.offset_index.lookup(start_rel)
-        expected = self.base_offset + rel
-        buf = b""
-        buf_start = pos
-        read_size = HEADER_SCAN_CHUNK
-        problem = None
-        while pos < end and expected < end_offset:
-            off = pos - buf_start
-            if off + BATCH_HEADER_SIZE > len(buf):
-                with self.lock:
-                    if self.closed:
-                        raise LogClosedError(f"{self.path}: segment is closed")
-                    buf = self.file.pread(min(read_size, end - pos), pos)
-                buf_start, off = pos, 0
-                if len(buf) < BATCH_HEADER_SIZE:
-                    problem = f"partial batch header: {len(buf)} bytes"
-                    break
-            header = parse_header(buf, off)
-            length, delta = header.batch_length, header.last_offset_delta
-            size = length + LOG_OVERHEAD
-            if (
-                length < MIN_BATCH_LENGTH
-                or size > end - pos
-                or header.magic != MAGIC
-                or header.base_offset != expected
-                or delta < 0
-            ):
-                problem = frame_problem(
-                    header.base_offset, length, header.magic, delta, end - pos, expected
-                )
-                break
-            expected += delta + 1
-            if expected > start_offset:
-                yield header
-            pos += size
-            read_size = BATCH_HEADER_SIZE if size > HEADER_SCAN_CHUNK else HEADER_SCAN_CHUNK
-        if problem is not None:
-            log.warning("segment.header_scan_stopped", file=self.path, position=pos, reason=problem)
-
-    def _locate(self, offset: int, size: int) -> StoredBatch | None:
-        """The batch containing `offset` (framing checked, no CRC), or None past the end."""
-        for retry in (False, True):
-            rel, pos = self.offset_index.lookup(offset - self.base_offset)
-            scanner = self.file.scanner(
-                pos, self.base_offset + rel, verify_crc=False, end=size, chunk_size=LOCATE_CHUNK
-            )
-            for batch in scanner:
-                if batch.next_offset > offset:
-                    return batch
-            if scanner.problem is None:
-                return None
-            if retry or scanner.position != pos or not self._repaired_index(rel, pos, size):
-                break
-        raise CorruptRecordError(self.path, scanner.position, scanner.problem)
-
-    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        """Base offset of the first batch whose max_timestamp >= `timestamp_ms`, if any.
-
-        The scan checks the time index entry it starts from: a batch at or
-        below the entry's offset that is newer than the entry's timestamp
-        proves the entry wrong, and the indexes are rebuilt from the log.
-        """
-        with self.lock:
-            if self.closed:
-                raise LogClosedError(f"{self.path}: segment is closed")
-            for retry in (False, True):
-                entry = self.time_index.lookup(timestamp_ms)
-                entry_ts, entry_rel = entry if entry is not None else (NO_TIMESTAMP, -1)
-                covered = self.base_offset + entry_rel  # the entry vouches for batches up to here
-                start_rel, pos = self.offset_index.lookup(max(entry_rel, 0))
-                scanner = self.file.scanner(pos, self.base_offset + start_rel, verify_crc=False)
-                wrong = None
-                for batch in scanner:
-                    if batch.base_offset <= covered and batch.max_timestamp > entry_ts:
-                        wrong = f"time index entry ({entry_ts}, {entry_rel}) but the batch at "
-                        wrong += f"{batch.base_offset} has max timestamp {batch.max_timestamp}"
-                        break
-                    if batch.max_timestamp >= timestamp_ms:
-                        return batch.base_offset
-                if wrong is not None and not retry:
-                    self._repair_indexes(wrong, self.size)
-                    continue
-                at_entry = scanner.problem is not None and scanner.position == pos
-                if retry or not at_entry or not self._repaired_index(start_rel, pos, self.size):
-                    break
-        return None
-
-    def largest_timestamp(self) -> int:
-        """Newest batch timestamp, or the file's mtime when batches carry no timestamps."""
-        if self.max_timestamp >= 0:
-            return self.max_timestamp
-        mtime = self.file.mtime_ms()
-        return NO_TIMESTAMP if mtime is None else mtime
 
     # --- truncation, closing ---------------------------------------------------------------------
 
