@@ -4,7 +4,7 @@ import os
 import pytest
 
 import comet.storage.leader_epoch as leader_epoch_module
-import comet.storage.log as log_module
+import comet.storage.log_append as log_append_module
 from comet.records import validate_batches
 from comet.storage import (
     LogConfig,
@@ -134,7 +134,7 @@ def test_a_failed_roll_removes_the_new_files_and_keeps_appending(log, monkeypatc
     def broken_fsync(path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(log_module, "fsync_directory", broken_fsync)
+    monkeypatch.setattr(log_append_module, "fsync_directory", broken_fsync)
     files = sorted(p.name for p in (tmp_path / "p").iterdir())
     buf = make_batch(10, 300, tag=99)
     with pytest.raises(LogWriteError, match="rolling to a new segment") as caught:

@@ -34,7 +34,9 @@ from comet.storage.errors import (
     StorageError,
 )
 from comet.storage.flusher import LogFlusher
-from comet.storage.log import AppendInfo, PartitionLog, ReadResult
+from comet.storage.log import PartitionLog
+from comet.storage.log_append import AppendInfo
+from comet.storage.log_read import ReadResult
 
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL_MS",

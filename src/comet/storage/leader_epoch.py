@@ -14,22 +14,25 @@ new leader never saw are dropped before fetching resumes.
 
 The file is replaced atomically (temp file, fsync, rename, directory fsync)
 on every change; changes happen once per leadership change, not per batch.
-It is derived data: when it is missing or does not parse, it is rebuilt from
-the partition_leader_epoch field of every batch header in the log, and on
-open it is cut at the log end (a crash can leave an entry whose batches did
-not survive recovery).
+It is derived data: when it is missing, does not parse or contradicts the
+log, it is rebuilt from the partition_leader_epoch field of every batch
+header in the log, and on open it is cut at the log end (a crash can leave
+an entry whose batches did not survive recovery); see `recover_checkpoint`.
 """
 
 from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import structlog
 
+from comet.storage.errors import CorruptRecordError
 from comet.storage.files import O_CLOEXEC, fsync_directory, write_all
+from comet.storage.segment import LogSegment, locate_segment
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +142,46 @@ class LeaderEpochCache:
     def save(self) -> None:
         """Write the checkpoint file now (after a rebuild)."""
         self._write()
+
+
+def recover_checkpoint(directory: Path, segments: Sequence[LogSegment]) -> LeaderEpochCache:
+    """The checkpoint of a log being opened, rebuilt from batch headers when needed.
+
+    A checkpoint that parses is still checked against the log (a few
+    header reads): a crash between appending a new epoch's first batch and
+    writing the checkpoint, or a file restored from a backup, leaves one
+    that no longer describes the log, and followers would truncate by it.
+    The result is cut at the log end.
+    """
+    start, end = segments[0].base_offset, segments[-1].next_offset
+    cache = LeaderEpochCache.load(directory)
+    problem = None
+    if cache is not None:
+        problem = checkpoint_problem(cache.entries, start, end, partial(_batch_epoch, segments))
+    if problem is not None:
+        log.warning("leader_epoch.checkpoint_stale", file=str(cache.path), reason=problem)
+        cache = None
+    if cache is None:
+        entries: list[tuple[int, int]] = []
+        for segment in segments:
+            for epoch, first in segment.epoch_starts():
+                if epoch >= 0 and (not entries or epoch > entries[-1][0]):
+                    entries.append((epoch, first))
+        cache = LeaderEpochCache(directory, entries)
+        if entries:
+            cache.save()
+            log.info("leader_epoch.rebuilt", directory=str(directory), epochs=len(entries))
+    cache.truncate_from_end(end)
+    return cache
+
+
+def _batch_epoch(segments: Sequence[LogSegment], offset: int) -> tuple[int, int] | None:
+    """(base offset, leader epoch) of the batch holding `offset`; None if unreadable."""
+    segment = segments[locate_segment(segments, offset)]
+    try:
+        return segment.batch_epoch(offset)
+    except CorruptRecordError:
+        return None
 
 
 def checkpoint_problem(

@@ -1,5 +1,10 @@
 """A partition's log: the segments of one directory, appended, read, rolled and retained.
 
+PartitionLog holds the segment list, the offsets, durability (flush),
+truncation and the lifecycle. Appending and rolling are in log_append.py,
+reads in log_read.py, retention in log_retention.py, and the leader-epoch
+checkpoint in leader_epoch.py.
+
 Crash consistency
 -----------------
 What is fsynced when:
@@ -47,72 +52,39 @@ import os
 import shutil
 import threading
 import time
-from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
-from itertools import islice
-from operator import attrgetter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import structlog
 
-from comet.records import BatchHeader, stamp_batch
 from comet.storage.config import LogConfig
 from comet.storage.directory import make_directory, segment_base_offsets
 from comet.storage.errors import (
-    CorruptRecordError,
-    InvalidOffsetError,
     LogClosedError,
     LogFlushError,
     LogIOError,
     LogOfflineError,
     LogWriteError,
-    OffsetOutOfRangeError,
-    RecordTooLargeError,
     StorageError,
     io_error,
 )
 from comet.storage.files import fsync_directory
-from comet.storage.leader_epoch import LeaderEpochCache, checkpoint_problem
-from comet.storage.segment import MAX_RELATIVE_OFFSET, LogSegment
-from comet.storage.time_index import NO_TIMESTAMP
+from comet.storage.leader_epoch import LeaderEpochCache, recover_checkpoint
+from comet.storage.log_append import AppendInfo, LogAppends
+from comet.storage.log_read import LogReads, ReadResult
+from comet.storage.log_retention import LogRetention
+from comet.storage.segment import LogSegment, locate_segment
+
+__all__ = ["AppendInfo", "PartitionLog", "ReadResult"]
 
 log = structlog.get_logger(__name__)
-
-_base_offset = attrgetter("base_offset")
 
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class AppendInfo(NamedTuple):
-    """Where an append went: offsets [base_offset, last_offset] and what it held."""
-
-    base_offset: int
-    last_offset: int
-    record_count: int
-    max_timestamp: int
-    size: int
-
-
-class ReadResult(NamedTuple):
-    """Whole stored batches from a read.
-
-    `first_offset` is the base offset of the first batch (it may be below the
-    offset asked for) and `next_offset` the offset after the last batch,
-    where the next read continues; both equal the offset asked for when
-    `records` is empty. The log's start and end offsets are as of the read.
-    """
-
-    records: bytes | memoryview
-    first_offset: int
-    next_offset: int
-    log_start_offset: int
-    log_end_offset: int
-
-
-class PartitionLog:
+class PartitionLog(LogAppends, LogReads, LogRetention):
     """The log of one partition in `{data_dir}/{topic}/{partition}/`.
 
     Segments are `{base_offset:020d}.log` with `.index` and `.timeindex`
@@ -179,7 +151,7 @@ class PartitionLog:
             raise
         plog = cls(path, config, segments, now_ms or _wall_clock_ms)
         try:
-            plog._load_leader_epochs()
+            plog.leader_epochs = recover_checkpoint(path, segments)
             plog.flush()  # what recovery kept is durable from here on: flushed_offset = end
         except BaseException:
             for segment in segments:
@@ -195,45 +167,6 @@ class PartitionLog:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         return plog
-
-    def _load_leader_epochs(self) -> None:
-        """Load the leader-epoch checkpoint, rebuilding it from batch headers when needed.
-
-        A checkpoint that parses is still checked against the log (a few
-        header reads): a crash between appending a new epoch's first batch and
-        writing the checkpoint, or a file restored from a backup, leaves one
-        that no longer describes the log, and followers would truncate by it.
-        """
-        cache = LeaderEpochCache.load(self.directory)
-        problem = None
-        if cache is not None:
-            problem = checkpoint_problem(
-                cache.entries, self.log_start_offset, self._log_end_offset, self._batch_epoch
-            )
-        if problem is not None:
-            log.warning("leader_epoch.checkpoint_stale", file=str(cache.path), reason=problem)
-            cache = None
-        if cache is None:
-            entries: list[tuple[int, int]] = []
-            for segment in self._segments:
-                for epoch, start in segment.epoch_starts():
-                    if epoch >= 0 and (not entries or epoch > entries[-1][0]):
-                        entries.append((epoch, start))
-            cache = LeaderEpochCache(self.directory, entries)
-            if entries:
-                cache.save()
-                log.info("leader_epoch.rebuilt", directory=str(self.directory), epochs=len(entries))
-        cache.truncate_from_end(self._log_end_offset)
-        self.leader_epochs = cache
-
-    def _batch_epoch(self, offset: int) -> tuple[int, int] | None:
-        """(base offset, leader epoch) of the batch holding `offset`; None if unreadable."""
-        segments = self._segments
-        segment = segments[bisect_right(segments, offset, key=_base_offset) - 1]
-        try:
-            return segment.batch_epoch(offset)
-        except CorruptRecordError:
-            return None
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -268,228 +201,7 @@ class PartitionLog:
         for segment in self._segments:
             segment.index_interval_bytes = config.index_interval_bytes
 
-    # --- appending -------------------------------------------------------------------------------
-
-    def append(
-        self, buf: bytearray, headers: Sequence[BatchHeader], leader_epoch: int
-    ) -> AppendInfo:
-        """Stamp offsets and leader epoch into validated batches and append them (no fsync)."""
-        self._check_writable()
-        size = len(buf)
-        if size > self.config.max_message_bytes:
-            raise RecordTooLargeError(
-                f"{self.directory}: append of {size} bytes exceeds "
-                f"max.message.bytes={self.config.max_message_bytes}"
-            )
-        _check_headers_cover(buf, headers)
-        first = offset = self._log_end_offset
-        pos = count = 0
-        max_ts = NO_TIMESTAMP
-        for header in headers:
-            stamp_batch(buf, pos, offset, leader_epoch)
-            pos += header.size
-            offset += header.last_offset_delta + 1
-            count += header.record_count
-            if header.max_timestamp > max_ts:
-                max_ts = header.max_timestamp
-        self._write(buf, headers, first, offset, max_ts)
-        if leader_epoch > self.leader_epochs.latest_epoch:
-            self._assign_epoch(leader_epoch, first)
-        return AppendInfo(first, offset - 1, count, max_ts, size)
-
-    def append_stamped(
-        self, buf: bytes | bytearray | memoryview, headers: Sequence[BatchHeader]
-    ) -> AppendInfo:
-        """Append batches that already carry their offsets (replication); no stamping."""
-        self._check_writable()
-        _check_headers_cover(buf, headers)
-        first = expected = self._log_end_offset
-        pos = count = 0
-        max_ts = NO_TIMESTAMP
-        for header in headers:
-            if header.base_offset != expected:
-                raise InvalidOffsetError(
-                    f"{self.directory}: batch at byte {pos} has base_offset "
-                    f"{header.base_offset}, expected {expected} (log end offset {first})"
-                )
-            pos += header.size
-            expected = header.next_offset
-            count += header.record_count
-            if header.max_timestamp > max_ts:
-                max_ts = header.max_timestamp
-        self._write(buf, headers, first, expected, max_ts)
-        epochs = self.leader_epochs
-        for header in headers:
-            if header.partition_leader_epoch > epochs.latest_epoch:
-                self._assign_epoch(header.partition_leader_epoch, header.base_offset)
-        return AppendInfo(first, expected - 1, count, max_ts, len(buf))
-
-    def _assign_epoch(self, epoch: int, start_offset: int) -> None:
-        """Record a new leader epoch after its first batch was appended.
-
-        The batch is in the log already, so a checkpoint that cannot be
-        written (a full disk) must not fail the append: the epoch is kept in
-        memory, and the file, stale until the next change, is rebuilt from
-        the batch headers when the log is opened again.
-        """
-        try:
-            self.leader_epochs.assign(epoch, start_offset)
-        except OSError as exc:
-            log.warning(
-                "leader_epoch.checkpoint_write_failed",
-                directory=str(self.directory),
-                epoch=epoch,
-                error=str(exc),
-            )
-
-    def _write(
-        self,
-        buf: bytes | bytearray | memoryview,
-        headers: Sequence[BatchHeader],
-        first_offset: int,
-        next_offset: int,
-        max_timestamp: int,
-    ) -> None:
-        segment = self._segments[-1]
-        if segment.size > 0:
-            reason = self._roll_reason(segment, len(buf), next_offset - 1, max_timestamp)
-            if reason is not None:
-                segment = self._roll(first_offset, reason)
-        try:
-            segment.append(buf, headers, first_offset)
-        except LogWriteError as exc:
-            if not exc.rolled_back:
-                self._go_offline(exc)
-            raise
-        self._log_end_offset = next_offset
-
-    def _roll_reason(
-        self, segment: LogSegment, size: int, last_offset: int, max_timestamp: int
-    ) -> str | None:
-        if segment.size + size > self.config.segment_bytes:
-            return "segment.bytes"
-        first_ts = segment.first_timestamp
-        # Like Kafka: the age is measured between batch timestamps, not against the broker
-        # clock, so a producer replaying old data does not roll on every append.
-        if first_ts is not None and max_timestamp - first_ts > self.config.segment_ms:
-            return "segment.ms"
-        if last_offset - segment.base_offset > MAX_RELATIVE_OFFSET:
-            return "relative offset overflow"
-        return None
-
-    def _roll(self, base_offset: int, reason: str) -> LogSegment:
-        """Seal the active segment and start a new one at `base_offset`."""
-        with self._structure_lock:
-            old = self._segments[-1]
-            try:
-                old.seal()
-            except OSError as exc:
-                error = io_error(LogFlushError, exc, "sealing", old.path)
-                self._go_offline(error)
-                raise error from exc
-            try:
-                new = LogSegment.create(self.directory, base_offset, old.index_interval_bytes)
-                fsync_directory(self.directory)
-            except OSError as exc:
-                error = io_error(LogWriteError, exc, "rolling to a new segment in", self.directory)
-                try:
-                    LogSegment.remove_files(self.directory, base_offset)
-                except OSError:
-                    # A leftover empty segment would claim offsets the old one keeps taking.
-                    error.rolled_back = False
-                    self._go_offline(error)
-                raise error from exc
-            self._segments = (*self._segments, new)
-        log.info(
-            "segment.rolled",
-            file=new.path,
-            base_offset=base_offset,
-            previous_size=old.size,
-            reason=reason,
-        )
-        return new
-
-    # --- reading ---------------------------------------------------------------------------------
-
-    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> ReadResult:
-        """Whole CRC-checked batches from the one containing `offset`, below `max_offset`.
-
-        Stops before exceeding max_bytes but returns at least one batch if any
-        is available; never a batch whose base_offset >= max_offset (default:
-        log_end_offset). Raises OffsetOutOfRangeError outside
-        [log_start_offset, log_end_offset] and CorruptRecordError when the
-        first batch is corrupt.
-        """
-        self._check_open()
-        segments = self._segments
-        end = self._log_end_offset
-        start = segments[0].base_offset
-        if offset < start or offset > end:
-            raise OffsetOutOfRangeError(offset, start, end)
-        limit = end if max_offset is None else min(max_offset, end)
-        if offset >= limit:
-            return ReadResult(b"", offset, offset, start, end)
-        first = bisect_right(segments, offset, key=_base_offset) - 1
-        for i, segment in enumerate(islice(segments, first, None), first):
-            try:
-                found = segment.read(offset, max_bytes, limit)
-            except LogClosedError:
-                if offset < self.log_start_offset:  # retention deleted it meanwhile
-                    raise OffsetOutOfRangeError(
-                        offset, self.log_start_offset, self._log_end_offset
-                    ) from None
-                raise
-            if found is not None:
-                records, first_offset, next_offset = found
-                return ReadResult(records, first_offset, next_offset, start, end)
-            if i + 1 < len(segments) and offset < segments[i + 1].base_offset:
-                # A sealed segment that ends short of its successor (cut or damaged on
-                # disk): the offsets in between are lost, which a read must not skip.
-                raise CorruptRecordError(
-                    segment.path,
-                    segment.size,
-                    f"offsets {segment.next_offset} to {segments[i + 1].base_offset - 1} are "
-                    f"missing: the segment ends at offset {segment.next_offset} but the next "
-                    f"one starts at {segments[i + 1].base_offset}",
-                )
-        return ReadResult(b"", offset, offset, start, end)
-
-    def iter_batch_headers(self, start_offset: int = 0) -> Iterator[BatchHeader]:
-        """Stored batch headers from the batch holding `start_offset` to the current log end.
-
-        A header scan (no CRC checks, no record decoding) for rebuilding state
-        kept beside the log, such as producer sequences; the headers carry the
-        stamped base offsets. Batches appended after the first item are not
-        included; segments retention deletes meanwhile are skipped.
-        """
-        self._check_open()
-        segments = self._segments
-        end = self._log_end_offset
-        first = max(bisect_right(segments, start_offset, key=_base_offset) - 1, 0)
-        for i in range(first, len(segments)):
-            segment_end = segments[i + 1].base_offset if i + 1 < len(segments) else end
-            try:
-                yield from segments[i].iter_headers(start_offset, min(segment_end, end))
-            except LogClosedError:
-                if self._closed:
-                    raise
-                # deleted by retention meanwhile: its batches are gone
-
-    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        """Base offset of the first batch whose max_timestamp >= timestamp_ms, or None."""
-        self._check_open()
-        for segment in self._segments:
-            if segment.max_timestamp < timestamp_ms:
-                continue
-            try:
-                found = segment.offset_for_timestamp(timestamp_ms)
-            except LogClosedError:
-                continue  # deleted by retention meanwhile
-            if found is not None:
-                return found
-        return None
-
-    # --- truncation and retention ----------------------------------------------------------------
+    # --- truncation ------------------------------------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:
         """Drop every batch at and after `offset` (a batch containing it goes whole), durably."""
@@ -523,7 +235,7 @@ class PartitionLog:
                     fsync_directory(self.directory)
                     doomed = segments
                 else:
-                    holder = bisect_right(segments, offset, key=_base_offset) - 1
+                    holder = locate_segment(segments, offset)
                     kept, doomed = segments[: holder + 1], segments[holder + 1 :]
                 self._segments = kept
                 for segment in doomed:
@@ -548,47 +260,6 @@ class PartitionLog:
             to_offset=new_end,
             deleted_segments=len(doomed),
         )
-
-    def apply_retention(self) -> int:
-        """Delete old sealed segments over retention.bytes or retention.ms; return how many.
-
-        A closed log has nothing to retain: 0.
-        """
-        if self._closed:
-            return 0
-        now = self._now_ms()
-        retention_bytes = self.config.retention_bytes
-        retention_ms = self.config.retention_ms
-        reasons: list[str] = []
-        with self._structure_lock:
-            segments = self._segments
-            remaining = sum(segment.size for segment in segments)
-            for segment in segments[:-1]:
-                if retention_bytes >= 0 and remaining - segment.size >= retention_bytes:
-                    reasons.append("retention.bytes")
-                elif retention_ms >= 0 and now - segment.largest_timestamp() > retention_ms:
-                    reasons.append("retention.ms")
-                else:
-                    break
-                remaining -= segment.size
-            doomed = segments[: len(reasons)]
-            self._segments = segments[len(reasons) :]
-        for segment, reason in zip(doomed, reasons, strict=True):
-            try:
-                segment.delete()
-            except LogIOError as exc:
-                # Out of the log already; a leftover file is found and retained again on restart.
-                log.error("segment.delete_failed", file=segment.path, error=str(exc))
-                continue
-            log.info(
-                "segment.deleted",
-                file=segment.path,
-                base_offset=segment.base_offset,
-                next_offset=segment.next_offset,
-                size=segment.size,
-                reason=reason,
-            )
-        return len(doomed)
 
     # --- durability and lifecycle ----------------------------------------------------------------
 
@@ -664,14 +335,3 @@ class PartitionLog:
             f"PartitionLog({str(self.directory)!r}, offsets=[{self.log_start_offset}, "
             f"{self._log_end_offset}), segments={len(self._segments)})"
         )
-
-
-def _check_headers_cover(
-    buf: bytes | bytearray | memoryview, headers: Sequence[BatchHeader]
-) -> None:
-    """Fail loudly when `headers` do not describe exactly the batches of `buf`."""
-    if not headers:
-        raise ValueError("append needs at least one batch")
-    covered = sum(header.size for header in headers)
-    if covered != len(buf):
-        raise ValueError(f"headers cover {covered} bytes but the buffer holds {len(buf)}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from bisect import bisect_right
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 
 import structlog
@@ -32,10 +34,12 @@ __all__ = [
     "MAX_RELATIVE_OFFSET",
     "TIME_INDEX_SUFFIX",
     "LogSegment",
+    "locate_segment",
     "segment_name",
 ]
 
 log = structlog.get_logger(__name__)
+_base_offset = attrgetter("base_offset")
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -45,6 +49,15 @@ TIME_INDEX_SUFFIX = ".timeindex"
 def segment_name(base_offset: int) -> str:
     """File name stem of the segment starting at `base_offset`."""
     return f"{base_offset:020d}"
+
+
+def locate_segment(segments: Sequence[LogSegment], offset: int) -> int:
+    """Position in `segments` (by base offset) of the last one starting at or below `offset`.
+
+    That is the segment whose range holds `offset` if any does; -1 when
+    `offset` is below the first segment's base offset.
+    """
+    return bisect_right(segments, offset, key=_base_offset) - 1
 
 
 class LogSegment(SegmentReads, SegmentRecovery):
