@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -176,6 +178,60 @@ async def test_a_failed_write_fails_its_commits_and_the_next_commit_retries(
     await c.commit_offsets("g", {("t", 0): 2})
     again = await started(tmp_path)
     assert await again.fetch_offsets("g") == {("t", 0): 2}
+
+
+def fail_offsets_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every write of the offsets file fail as on a full disk; metadata still works."""
+    real = local.write_file_atomically
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.name == OFFSETS_FILE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, data)
+
+    monkeypatch.setattr(local, "write_file_atomically", full_disk)
+
+
+async def test_a_commit_that_cannot_be_written_leaves_the_offsets_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client was told RESOURCE_EXHAUSTED: a fetch must not return the offset anyway, and a
+    restart must not be what takes it back."""
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("t", 2, 1))
+    await c.commit_offsets("g", {("t", 0): 1, ("t", 1): 1})
+    fail_offsets_writes(monkeypatch)
+    results = await asyncio.gather(
+        c.commit_offsets("g", {("t", 0): 5}),
+        c.commit_offsets("new", {("t", 1): 3}),
+        c.delete_group_offsets("g"),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, OSError) and r.errno == errno.ENOSPC for r in results)
+    assert await c.fetch_offsets("g") == {("t", 0): 1, ("t", 1): 1}
+    assert await c.fetch_offsets("new") == {}
+    assert await c.list_groups() == ["g"]
+
+    monkeypatch.undo()
+    await c.commit_offsets("g", {("t", 0): 1})  # what the file holds: nothing to write
+    await c.commit_offsets("g", {("t", 0): 5})  # the retry is written, not taken as done
+    again = await started(tmp_path)
+    assert await again.fetch_offsets("g") == {("t", 0): 5, ("t", 1): 1}
+
+
+async def test_offsets_of_a_deleted_topic_stay_dropped_after_failed_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await started(tmp_path)
+    await c.create_topic(TopicSpec("gone", 1, 1))
+    await c.create_topic(TopicSpec("kept", 1, 1))
+    await c.commit_offsets("g", {("gone", 0): 4, ("kept", 0): 2})
+    fail_offsets_writes(monkeypatch)
+    await c.delete_topic("gone")  # the topic is deleted; the offsets file is rewritten later
+    assert await c.fetch_offsets("g") == {("kept", 0): 2}
+    with pytest.raises(OSError):
+        await c.commit_offsets("g", {("kept", 0): 3})
+    assert await c.fetch_offsets("g") == {("kept", 0): 2}
 
 
 @pytest.mark.parametrize(

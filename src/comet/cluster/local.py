@@ -30,7 +30,7 @@ import dataclasses
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ class LocalCoordinator:
         # single replica nothing depends on them across restarts.
         self._changed_states: dict[tuple[str, int], PartitionState] = {}
         self._next_producer_id = 0
-        self._offsets = LocalOffsetStore(self._dir / OFFSETS_FILE)
+        self._offsets = LocalOffsetStore(self._dir / OFFSETS_FILE, lambda: self._topics)
 
     @property
     def cluster_id(self) -> str:
@@ -118,7 +118,7 @@ class LocalCoordinator:
         else:
             self._cluster_id = uuid.uuid4().hex
             await self._save()
-        await self._offsets.load(self._topics)
+        await self._offsets.load()
         log.info("coordinator.local.started", file=str(self._path), topics=len(self._topics))
 
     def _load(self) -> None:
@@ -294,23 +294,31 @@ class LocalCoordinator:
 class LocalOffsetStore:
     """Committed group offsets in memory, persisted to one file by group commit.
 
-    Every change bumps `_version`; `_durable` is the version last written.
-    A commit changes memory at once, then waits until `_durable` reaches its
-    version. At most one writer task runs: it snapshots memory, rewrites the
-    file atomically, and repeats while changes arrived during the write, so
-    commits that arrive while a write is in flight share the next one. A
-    commit that changes nothing still waits for the write in flight, which
-    may be the one that carries its values.
+    Every change bumps `_version`; `_durable` is the version whose offsets
+    the file holds. A commit changes memory at once, then waits until
+    `_durable` reaches its version. At most one writer task runs: it
+    snapshots memory, rewrites the file atomically, and repeats while changes
+    arrived during the write, so commits that arrive while a write is in
+    flight share the next one. A commit that changes nothing still waits for
+    the write in flight, which may be the one that carries its values.
+
+    A failed write (a full disk) fails every change it was to carry, and
+    every one that arrived meanwhile: their callers get the error, so memory
+    rolls back to what a start would load from the file (`_on_disk`, less
+    offsets of topics or partitions that are gone). Memory then matches the
+    file again, so the current version counts as durable.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, topics: Callable[[], Mapping[str, TopicSpec]]) -> None:
         self.path = path
+        self._topics = topics  # the coordinator's current topics
         self._offsets: dict[str, dict[tuple[str, int], int]] = {}
+        self._on_disk: dict[str, dict[tuple[str, int], int]] = {}  # what the file holds
         self._version = 0
         self._durable = 0
         self._writer: asyncio.Task[None] | None = None
 
-    async def load(self, topics: Mapping[str, TopicSpec]) -> None:
+    async def load(self) -> None:
         """Read the file if it exists, dropping offsets of topics or partitions that are gone."""
         if not self.path.exists():
             return
@@ -324,16 +332,9 @@ class LocalOffsetStore:
             raise OffsetsFileError(
                 f"offsets file {self.path} is not valid Comet group offsets: {exc}"
             ) from exc
-        stale = 0
-        for group, offsets in loaded.items():
-            kept = {
-                (t, p): o
-                for (t, p), o in offsets.items()
-                if t in topics and p < topics[t].partitions
-            }
-            stale += len(offsets) - len(kept)
-            if kept:
-                self._offsets[group] = kept
+        self._on_disk = loaded
+        self._offsets = _live_offsets(loaded, self._topics())
+        stale = sum(map(len, loaded.values())) - sum(map(len, self._offsets.values()))
         if stale:
             log.warning("offsets.dropped_stale", file=str(self.path), count=stale)
             await self._changed()
@@ -361,7 +362,11 @@ class LocalOffsetStore:
             await self._changed()
 
     async def drop_topic(self, topic: str) -> None:
-        """Forget every offset of `topic` and wait until the file no longer holds them."""
+        """Forget every offset of `topic` and wait until the file no longer holds them.
+
+        Call it once `topic` is gone from the coordinator's topics: then a
+        failed write cannot roll its offsets back into memory.
+        """
         if self._forget(tp for tp in self._all_partitions() if tp[0] == topic):
             await self._changed()
 
@@ -404,15 +409,39 @@ class LocalOffsetStore:
     async def _write(self) -> None:
         while self._durable < self._version:
             version = self._version
-            doc = {"format": OFFSETS_FORMAT_VERSION, "groups": _offsets_document(self._offsets)}
+            snapshot = {group: dict(offsets) for group, offsets in self._offsets.items()}
+            doc = {"format": OFFSETS_FORMAT_VERSION, "groups": _offsets_document(snapshot)}
             data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-            await asyncio.to_thread(write_file_atomically, self.path, data)
+            try:
+                await asyncio.to_thread(write_file_atomically, self.path, data)
+            except OSError:
+                # Here, before the task ends: every waiter that gets the error sees the rollback.
+                self._offsets = _live_offsets(self._on_disk, self._topics())
+                self._durable = self._version
+                raise
+            self._on_disk = snapshot
             self._durable = version
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _live_offsets(
+    offsets: Mapping[str, Mapping[tuple[str, int], int]], topics: Mapping[str, TopicSpec]
+) -> dict[str, dict[tuple[str, int], int]]:
+    """A copy of `offsets` without topics or partitions that `topics` does not have."""
+    out: dict[str, dict[tuple[str, int], int]] = {}
+    for group, by_partition in offsets.items():
+        kept = {
+            (t, p): o
+            for (t, p), o in by_partition.items()
+            if t in topics and p < topics[t].partitions
+        }
+        if kept:
+            out[group] = kept
+    return out
 
 
 def _offsets_document(
