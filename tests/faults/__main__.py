@@ -47,12 +47,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hold", type=_range, default=NemesisConfig.hold_s, help="seconds a fault lasts: MIN,MAX"
     )
     parser.add_argument(
+        "--overlap",
+        type=float,
+        default=NemesisConfig.overlap,
+        help="chance a fault stays during the next one (0-1)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning"], help="of client.log"
     )
     parser.add_argument("--check", type=Path, default=None, help="only re-check a history file")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration: must be > 0")
+    if not 0 <= args.overlap <= 1:
+        parser.error("--overlap: must be between 0 and 1")
     unknown = set(args.kinds.split(",")) - set(KINDS)
     if unknown:
         parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration,
         seed=seed,
         workload=replace(WorkloadConfig(), partitions=args.partitions, rate=args.rate),
-        nemesis=NemesisConfig(kinds=kinds, gap_s=args.gap, hold_s=args.hold),
+        nemesis=NemesisConfig(kinds=kinds, gap_s=args.gap, hold_s=args.hold, overlap=args.overlap),
     )
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from comet.aio import CometClient
@@ -55,6 +56,7 @@ async def run(config: RunConfig) -> CheckResult:
     wl = config.workload
     history.record(
         "start",
+        wall_clock=datetime.now(UTC).isoformat(),  # to find history times in broker logs
         seed=config.seed,
         duration=config.duration_s,
         topic=wl.topic,

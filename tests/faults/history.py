@@ -6,7 +6,8 @@ file reproduces a verdict: `python -m tests.faults --check FILE`.
 
 Event types (fields beyond `type` and `t`):
 
-- `start`: seed, duration, topic, partitions, and the run's settings;
+- `start`: wall_clock (UTC, ISO 8601, when t was 0), seed, duration,
+  topic, partitions, and the run's settings;
 - `fault` / `heal`: id, kind, target, detail (what was done, to whom);
 - `send`: id, k (key), s (per-key sequence); the value is `id|k|s`;
 - `ack`: id, p (partition), o (offset); `fail`: id, error; `refused`: id

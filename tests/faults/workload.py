@@ -30,6 +30,7 @@ from comet.errors import CometError
 from tests.faults.history import History, encode_value
 
 MONITOR_INTERVAL_S = 0.5
+CLOSE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ class Workload:
                 if recs:
                     self.history.record("consume", c=index, p=batch.partition, recs=recs)
         finally:
-            await consumer.close()
+            with contextlib.suppress(TimeoutError):  # it commits and leaves: bounded
+                await asyncio.wait_for(consumer.close(), CLOSE_TIMEOUT_S)
 
     async def _monitor(self) -> None:
         while True:
