@@ -34,6 +34,12 @@ from comet.errors import (
     TopicNotFoundError,
     from_rpc_error,
 )
+from comet.framing import (
+    FetchView,
+    decode_fetch_response,
+    encode_produce_batch_request,
+    serialize,
+)
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
 
@@ -49,6 +55,28 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
 ]
+
+
+class BrokerStub(broker_pb2_grpc.BrokerServiceStub):
+    """The generated stub, with ProduceBatch and Fetch framed by comet.framing.
+
+    ProduceBatch takes a request already serialized around the records
+    (or a generated message), and Fetch answers a FetchView whose records are a view of the received
+    bytes: the record bytes are copied once per produce, not at all per fetch.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__(channel)
+        self.ProduceBatch = channel.unary_unary(
+            "/comet.v1.BrokerService/ProduceBatch",
+            request_serializer=serialize,
+            response_deserializer=pb.ProduceBatchResponse.FromString,
+        )
+        self.Fetch = channel.unary_unary(
+            "/comet.v1.BrokerService/Fetch",
+            request_serializer=pb.FetchRequest.SerializeToString,
+            response_deserializer=decode_fetch_response,
+        )
 
 
 def acks_value(acks: Acks | str) -> int:
@@ -89,7 +117,7 @@ class CometClient:
 
     # --- connections ---------------------------------------------------------
 
-    def stub(self, address: str) -> broker_pb2_grpc.BrokerServiceStub:
+    def stub(self, address: str) -> BrokerStub:
         """The stub for one broker address, creating its channel on first use."""
         if self._closed:
             raise ClientClosedError("the client is closed")
@@ -97,7 +125,7 @@ class CometClient:
         if stub is None:
             channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self._channels[address] = channel
-            stub = self._stubs[address] = broker_pb2_grpc.BrokerServiceStub(channel)
+            stub = self._stubs[address] = BrokerStub(channel)
         return stub
 
     async def call_any(
@@ -289,12 +317,8 @@ class CometClient:
         timeout_ms: int = 0,
     ) -> ProduceResult:
         """Send framed RecordBatch v2 bytes to the partition leader."""
-        request = pb.ProduceBatchRequest(
-            topic=topic,
-            partition=partition,
-            records=records,
-            acks=acks_value(acks),
-            timeout_ms=timeout_ms,
+        request = encode_produce_batch_request(
+            topic, partition, records, acks_value(acks), timeout_ms
         )
         deadline = max(self.timeout, timeout_ms / 1000 + 1)
         r: pb.ProduceBatchResponse = await self._call_leader(
@@ -322,7 +346,7 @@ class CometClient:
             min_bytes=min_bytes,
         )
         deadline = self.timeout + max_wait_ms / 1000
-        r: pb.FetchResponse = await self._call_leader(
+        r: FetchView = await self._call_leader(
             topic, partition, lambda s: s.Fetch(request, timeout=deadline)
         )
         return FetchResult(

@@ -79,11 +79,15 @@ class ProduceResult:
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
-    """Raw batches of one partition and its log bounds."""
+    """Raw batches of one partition and its log bounds.
+
+    `records` is a view of the received response (no copy); `bytes()` it
+    to keep the bytes beyond the response.
+    """
 
     topic: str
     partition: int
-    records: bytes
+    records: bytes | memoryview
     high_watermark: int
     log_start_offset: int
     log_end_offset: int

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from comet.broker.errors import InvalidRequestError
+from comet.framing import encode_replica_fetch_response
 from comet.server.rpc_errors import handles_errors
-from comet.server.wire import encode_replica_fetch_response
 from comet.v1 import broker_pb2 as pb
 
 if TYPE_CHECKING:

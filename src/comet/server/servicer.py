@@ -13,12 +13,12 @@ import grpc
 import structlog
 
 from comet.broker import Broker
+from comet.framing import ProduceBatchView, encode_fetch_response
 from comet.server.group_rpcs import GroupRpcs
 from comet.server.original_rpcs import OriginalRpcs
 from comet.server.peers import PeerClients
 from comet.server.replication_rpcs import ReplicationRpcs
 from comet.server.rpc_errors import handles_errors
-from comet.server.wire import ProduceBatchView, encode_fetch_response
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
 
