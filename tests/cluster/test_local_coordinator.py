@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from comet.cluster import (
-    BrokerRecord,
-    LocalCoordinator,
-    TopicSpec,
-    local,
-)
-from comet.cluster.local import METADATA_FILE, OFFSETS_FILE, MetadataFileError, OffsetsFileError
+from comet.cluster import BrokerRecord, LocalCoordinator, TopicSpec, local_offsets
+from comet.cluster.local import METADATA_FILE
+from comet.cluster.local_files import MetadataFileError
+from comet.cluster.local_offsets import OFFSETS_FILE, OffsetsFileError
 
 ME = BrokerRecord("b1", "127.0.0.1:6174")
 
@@ -141,14 +138,14 @@ async def test_concurrent_commits_share_one_write(
     c = await started(tmp_path)
     await c.create_topic(TopicSpec("t", 100, 1))
     writes: list[bytes] = []
-    real = local.write_file_atomically
+    real = local_offsets.write_file_atomically
 
     def counting(path: Path, data: bytes) -> None:
         if path.name == OFFSETS_FILE:
             writes.append(data)
         real(path, data)
 
-    monkeypatch.setattr(local, "write_file_atomically", counting)
+    monkeypatch.setattr(local_offsets, "write_file_atomically", counting)
     await asyncio.gather(*(c.commit_offsets(f"g{i % 3}", {("t", i): i}) for i in range(100)))
     assert 1 <= len(writes) <= 2
     # an unchanged commit does not rewrite the file
@@ -164,7 +161,7 @@ async def test_a_failed_write_fails_its_commits_and_the_next_commit_retries(
 ) -> None:
     c = await started(tmp_path)
     await c.create_topic(TopicSpec("t", 1, 1))
-    real = local.write_file_atomically
+    real = local_offsets.write_file_atomically
     failures = [OSError(28, "No space left on device")]
 
     def flaky(path: Path, data: bytes) -> None:
@@ -172,7 +169,7 @@ async def test_a_failed_write_fails_its_commits_and_the_next_commit_retries(
             raise failures.pop()
         real(path, data)
 
-    monkeypatch.setattr(local, "write_file_atomically", flaky)
+    monkeypatch.setattr(local_offsets, "write_file_atomically", flaky)
     with pytest.raises(OSError, match="No space"):
         await c.commit_offsets("g", {("t", 0): 1})
     await c.commit_offsets("g", {("t", 0): 2})
@@ -182,14 +179,14 @@ async def test_a_failed_write_fails_its_commits_and_the_next_commit_retries(
 
 def fail_offsets_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every write of the offsets file fail as on a full disk; metadata still works."""
-    real = local.write_file_atomically
+    real = local_offsets.write_file_atomically
 
     def full_disk(path: Path, data: bytes) -> None:
         if path.name == OFFSETS_FILE:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, data)
 
-    monkeypatch.setattr(local, "write_file_atomically", full_disk)
+    monkeypatch.setattr(local_offsets, "write_file_atomically", full_disk)
 
 
 async def test_a_commit_that_cannot_be_written_leaves_the_offsets_on_disk(

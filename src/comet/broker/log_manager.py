@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from comet.broker.validation import TOPIC_NAME_RE
-from comet.cluster.local import write_file_atomically
+from comet.cluster.local_files import write_file_atomically
 from comet.storage import LogConfig, PartitionLog
 
 log = structlog.get_logger(__name__)
