@@ -18,6 +18,8 @@ the final full read after healing:
 Unavailability: per partition, the gaps between consecutive
 acknowledgements; each gap is charged to the fault last injected before it
 began (give or take ATTRIBUTION_SLACK_S; "none" before the first fault).
+Recovery: how long after a fault was healed a partition that had stopped
+acknowledging did so again (with overlapping faults, an upper bound).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class CheckResult:
     faults: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, list[str]] = field(default_factory=dict)
     unavailability: dict[str, float] = field(default_factory=dict)
+    recovery: dict[str, float] = field(default_factory=dict)
     worst_gap: dict[str, Any] = field(default_factory=dict)
     converged: bool = False
     convergence_detail: str = ""
@@ -94,6 +97,7 @@ class _Run:
         self.fails: set[str] = set()
         self.refused = 0
         self.faults: list[tuple[float, int, str]] = []  # (t, id, kind)
+        self.heals: list[tuple[float, str]] = []  # (t, kind)
         self.final: dict[int, list[tuple[int, str]]] = {}
         self.final_hw: dict[int, int] = {}
         self.final_start: dict[int, int] = {}
@@ -116,6 +120,8 @@ class _Run:
             self.consumed.extend((e["p"], o, v) for o, v in e["recs"])
         elif kind == "committed":
             self.committed[e["p"]].append((e["t"], e["o"]))
+        elif kind == "heal":
+            self.heals.append((e["t"], e["kind"]))
         elif kind == "fault":
             self.faults.append((e["t"], e["id"], e["kind"]))
         elif kind == "final":
@@ -285,6 +291,13 @@ def _unavailability(run: _Run, result: CheckResult) -> None:
                     "fault": owner,
                 }
     result.unavailability = {k: round(v, 2) for k, v in sorted(worst.items())}
+    recovery: dict[str, float] = {}
+    for healed_at, kind in run.heals:
+        for times in by_partition.values():
+            after = bisect.bisect_right(times, healed_at)
+            if 0 < after < len(times):  # acks stopped before the heal and resumed after it
+                recovery[kind] = max(recovery.get(kind, 0.0), times[after] - healed_at)
+    result.recovery = {k: round(v, 2) for k, v in sorted(recovery.items())}
 
 
 def _owner(faults: list[tuple[float, int, str]], t: float) -> str:

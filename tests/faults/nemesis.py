@@ -124,7 +124,6 @@ class Nemesis:
         unknown = set(self.config.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"kinds: unknown {sorted(unknown)}; known: {', '.join(KINDS)}")
-        self.counts: dict[str, int] = {}
         self._active: list[ActiveFault] = []
         self._next_id = 0
         self._admin = CometClient(cluster.direct_bootstrap, timeout=2)
@@ -211,7 +210,6 @@ class Nemesis:
         fault_id = self._next_id
         prepare = getattr(self, "_" + kind.replace("-", "_"))
         plan: Plan = await prepare()
-        self.counts[kind] = self.counts.get(kind, 0) + 1
         # recorded before it takes effect, so no outage it causes precedes it
         self.history.record("fault", id=fault_id, kind=kind, target=plan.target, detail=plan.detail)
         self._active.append(ActiveFault(fault_id, kind, plan.target, plan.detail, plan.heal))

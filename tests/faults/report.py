@@ -37,6 +37,10 @@ def render(result: CheckResult) -> str:
         "longest unavailability (s) by the fault before it: "
         + (", ".join(f"{k} {v:.2f}" for k, v in result.unavailability.items()) or "none"),
     ]
+    lines.append(
+        "longest recovery after a heal (s): "
+        + (", ".join(f"{k} {v:.2f}" for k, v in result.recovery.items()) or "none")
+    )
     if result.worst_gap:
         g = result.worst_gap
         lines.append(

@@ -143,6 +143,7 @@ def test_unavailability_is_the_longest_ack_gap_charged_to_the_fault_before_it(
 ) -> None:
     story = Story()
     story.add("fault", t=1.9, id=1, kind="kill", target="b0", detail={})
+    story.add("heal", t=5.5, id=1, kind="kill", ok=True, error="")
     for i, t in enumerate([1.0, 2.0, 6.5, 7.0]):
         story.add("send", t=t, id=f"r{i}", k="k", s=i).add("ack", t=t, id=f"r{i}", p=0, o=i)
     story.stored(*[(i, f"r{i}", i) for i in range(4)])
@@ -150,6 +151,7 @@ def test_unavailability_is_the_longest_ack_gap_charged_to_the_fault_before_it(
     assert result.ok, render(result)
     assert result.unavailability == {"kill": 4.5, "none": 1.0}
     assert result.worst_gap["fault"] == "kill"
+    assert result.recovery == {"kill": 1.0}  # acks resumed 1 s after the restart
     assert result.faults == {"kill": 1}
 
 
