@@ -234,19 +234,8 @@ class TopicProducer:
         k, v = self._serialize(key, value)
         acc = self._accumulator()
         deadline = time.monotonic() + self.config.send_timeout
-        while True:
-            handle = acc.try_append(k, v, headers or (), partition)
-            if handle is not None:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BufferFullError(
-                    f"producer buffer of {self.config.buffer_size} records still full after "
-                    f"{self.config.send_timeout}s"
-                )
-            self._space.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._space.wait(), remaining)
+        while (handle := acc.try_append(k, v, headers or (), partition)) is None:
+            await self._wait_for_space(deadline, "")
         if on_delivery is not None:
             handle.add_done_callback(on_delivery)
         return handle
@@ -279,17 +268,22 @@ class TopicProducer:
         done = acc.append_many(records, 0, partition, None, handles)
         deadline = time.monotonic() + cfg.send_timeout
         while done < len(records):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BufferFullError(
-                    f"producer buffer of {cfg.buffer_size} records still full after "
-                    f"{cfg.send_timeout}s ({done} of {len(records)} records were sent)"
-                )
-            self._space.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._space.wait(), remaining)
+            await self._wait_for_space(deadline, f" ({done} of {len(records)} records were sent)")
             done = acc.append_many(records, done, partition, None, handles)
         return handles
+
+    async def _wait_for_space(self, deadline: float, progress: str) -> None:
+        """Wait until the sender frees buffer room; BufferFullError once `deadline` passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            cfg = self.config
+            raise BufferFullError(
+                f"producer buffer of {cfg.buffer_size} records still full after "
+                f"{cfg.send_timeout}s{progress}"
+            )
+        self._space.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._space.wait(), remaining)
 
     def _wake_threadsafe(self) -> None:
         if threading.get_ident() == self._loop_thread:
