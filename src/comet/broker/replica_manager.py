@@ -16,6 +16,8 @@ from comet.cluster import Coordinator, PartitionState, StaleStateError
 
 log = structlog.get_logger(__name__)
 
+ISR_RETRY_BACKOFF_S = 0.5  # after a failed ISR write, before the next may be tried
+
 
 class ReplicaManager:
     """Starts and stops ReplicaFetchers as leadership moves; writes ISR changes (CAS)."""
@@ -34,6 +36,7 @@ class ReplicaManager:
         self.link: LeaderLink | None = None  # set by the server layer
         self._fetchers: dict[tuple[str, int], ReplicaFetcher] = {}
         self._isr_writes: set[asyncio.Task[None]] = set()
+        self.isr_retry_backoff_s = ISR_RETRY_BACKOFF_S
 
     async def follow(self, partition: Partition, state: PartitionState) -> None:
         """Run a fetcher toward the partition's leader when this broker follows it."""
@@ -89,7 +92,16 @@ class ReplicaManager:
         except StaleStateError as exc:
             log.info("partition.isr_change_stale", topic=partition.topic, error=str(exc))
         except Exception as exc:
-            log.warning("partition.isr_change_failed", topic=partition.topic, error=str(exc))
+            log.warning(
+                "partition.isr_change_failed",
+                topic=partition.topic,
+                partition=partition.index,
+                error=str(exc),
+            )
+            # The coordinator is unreachable: every follower fetch would ask again at once
+            # (found by the fault harness: ~90 failed writes a second per broker while cut
+            # off from etcd). The change stays pending for a while, then may be retried.
+            await asyncio.sleep(self.isr_retry_backoff_s)
         finally:
             partition.isr_change_done()
 
