@@ -19,7 +19,8 @@ Unavailability: per partition, the gaps between consecutive
 acknowledgements; each gap is charged to the fault last injected before it
 began (give or take ATTRIBUTION_SLACK_S; "none" before the first fault).
 Recovery: how long after a fault was healed a partition that had stopped
-acknowledging did so again (with overlapping faults, an upper bound).
+acknowledging did so again, when that was before the next fault began
+(with overlapping faults, an upper bound).
 """
 
 from __future__ import annotations
@@ -292,10 +293,14 @@ def _unavailability(run: _Run, result: CheckResult) -> None:
                 }
     result.unavailability = {k: round(v, 2) for k, v in sorted(worst.items())}
     recovery: dict[str, float] = {}
+    starts = [start for start, _, _ in faults]
     for healed_at, kind in run.heals:
+        following = bisect.bisect_right(starts, healed_at)
+        next_fault = starts[following] if following < len(starts) else float("inf")
         for times in by_partition.values():
             after = bisect.bisect_right(times, healed_at)
-            if 0 < after < len(times):  # acks stopped before the heal and resumed after it
+            # acks stopped before the heal and resumed after it, before another fault
+            if 0 < after < len(times) and times[after] <= next_fault:
                 recovery[kind] = max(recovery.get(kind, 0.0), times[after] - healed_at)
     result.recovery = {k: round(v, 2) for k, v in sorted(recovery.items())}
 

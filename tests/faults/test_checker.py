@@ -184,3 +184,16 @@ def test_a_replica_holding_other_records_than_the_leader_served_diverged(tmp_pat
     assert result.counts["replica_diverged"] == 1
     assert result.counts["replicas_compared"] == 2
     assert "b2" in result.anomalies["replica_diverged"][0]
+
+
+def test_recovery_is_not_charged_to_a_heal_another_fault_followed_at_once(tmp_path: Path) -> None:
+    story = Story()
+    story.add("fault", t=1.9, id=1, kind="peer-cut", target="b0", detail={})
+    story.add("heal", t=3.0, id=1, kind="peer-cut", ok=True, error="")
+    story.add("fault", t=3.5, id=2, kind="pause", target="b0", detail={})
+    story.add("heal", t=6.0, id=2, kind="pause", ok=True, error="")
+    for i, t in enumerate([1.0, 1.5, 6.4]):
+        story.add("send", t=t, id=f"r{i}", k="k", s=i).add("ack", t=t, id=f"r{i}", p=0, o=i)
+    story.stored(*[(i, f"r{i}", i) for i in range(3)])
+    result = check(story.write(tmp_path / "h.jsonl"))
+    assert result.recovery == {"pause": 0.4}
