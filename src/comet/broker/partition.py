@@ -70,7 +70,8 @@ class Signal:
         if self._future is None or self._future.done():
             self._future = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+            async with asyncio.timeout(timeout):  # no extra task per waiter, unlike wait_for
+                await asyncio.shield(self._future)
 
     def fire(self) -> None:
         """Wake every current waiter."""
@@ -201,7 +202,8 @@ class Partition:
         deadline = asyncio.get_running_loop().time() + timeout_s
         if self.log.config.flush_policy == "batch":
             try:
-                await asyncio.wait_for(self.flusher.wait_durable(info.last_offset + 1), timeout_s)
+                async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
+                    await self.flusher.wait_durable(info.last_offset + 1)
             except TimeoutError:
                 raise AckTimeoutError(
                     f"{self.topic}/{self.index}: appended at {info.base_offset} but not fsynced "
