@@ -231,9 +231,13 @@ class CometClient:
         partition: int,
         call: Callable[[broker_pb2_grpc.BrokerServiceStub], Awaitable[T]],
     ) -> T:
-        """Call the leader; after a not-leader or unreachable answer, refresh metadata once."""
-        address = await self.leader_address(topic, partition)
+        """Call the leader; after a not-leader or unreachable answer, refresh metadata once.
+
+        A partition the cached metadata shows without a live leader is looked up
+        again too: the cache may predate the election that gave it one.
+        """
         try:
+            address = await self.leader_address(topic, partition)
             return await self.call_address(address, call)
         except (NotLeaderError, BrokerUnavailableError):
             address = await self.leader_address(topic, partition, refresh=True)
