@@ -43,3 +43,34 @@ async def test_a_failed_read_of_committed_offsets_after_joining_is_retried(
             assert message.value == b"after"
             assert calls >= 2
             assert consumer.assignment() == frozenset({(topic, 0), (topic, 1)})
+
+
+async def test_a_failed_offset_reset_is_retried_not_the_end_of_the_partition(
+    broker: LocalBroker, topic: str
+) -> None:
+    # Found reading the fetch loop while chasing the harness's unseen records: a failure
+    # of the offset lookup that follows "offset out of range" ended the partition's
+    # fetcher silently; its records were never delivered again.
+    group = f"g-{topic}"
+    async with aio.CometClient(broker.address) as client:
+        await client.create_topic(topic, 1)
+        await client.produce_batch(topic, 0, encode_batch([(None, b"first")]), acks=1)
+        await client.commit_offsets(group, {(topic, 0): 100})  # beyond the end: a reset
+        real_list_offsets = client.list_offsets
+        calls = 0
+
+        async def flaky_list_offsets(*args: Any, **kwargs: Any) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise BrokerUnavailableError("leader moving")
+            return await real_list_offsets(*args, **kwargs)
+
+        client.list_offsets = flaky_list_offsets  # type: ignore[method-assign]
+        config = aio.ConsumerConfig(
+            broker.address, group=group, poll_interval=0.1, session_timeout=3.0, backoff=0.05
+        )
+        async with aio.Consumer(config, client=client) as consumer:
+            message = await asyncio.wait_for(anext(consumer.messages(topic)), TIMEOUT_S)
+            assert (message.offset, message.value) == (0, b"first")
+            assert calls >= 2

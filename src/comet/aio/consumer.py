@@ -334,7 +334,19 @@ class Consumer:
                 try:
                     result = await pending
                 except OffsetOutOfRangeError:
-                    offset = await self._reset_position(tp)
+                    try:
+                        offset = await self._reset_position(tp)
+                    except CometError as exc:  # retried, like a failed fetch
+                        log.debug(
+                            "consumer.reset_failed",
+                            topic=topic,
+                            partition=partition,
+                            error=str(exc),
+                        )
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, cfg.max_backoff)
+                        pending = fetch(offset)
+                        continue
                     log.warning(
                         "consumer.offset_reset", topic=topic, partition=partition, to=offset
                     )
