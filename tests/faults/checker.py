@@ -108,6 +108,7 @@ class _Run:
         self.replicas: list[dict[str, Any]] = []
 
     def add(self, e: dict[str, Any]) -> None:
+        """Index one history event."""
         kind = e["type"]
         if kind == "send":
             self.sends[e["id"]] = (e["k"], e["s"])

@@ -27,6 +27,7 @@ class Story:
         self.final: list[list[Any]] = []
 
     def add(self, event_type: str, t: float = 1.0, **fields: Any) -> Story:
+        """Append one event."""
         self.events.append({"type": event_type, "t": t, **fields})
         return self
 
@@ -46,6 +47,7 @@ class Story:
         return self
 
     def write(self, path: Path, consumed: bool = True) -> Path:
+        """Write the history, with a converged cluster, the final read and (if so) a consumer."""
         events = list(self.events)
         hw = self.final[-1][0] + 1 if self.final else 0
         events.append({"type": "converged", "t": 90.0, "ok": True, "detail": "whole"})
@@ -59,6 +61,7 @@ class Story:
 
 
 def clean() -> Story:
+    """Three records acknowledged, stored where acknowledged, and consumed."""
     return (
         Story()
         .record("a", 0, 0)

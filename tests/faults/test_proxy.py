@@ -26,6 +26,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[FaultProxy]:
+    """A proxy in front of an echo server."""
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     p = await FaultProxy("echo", f"127.0.0.1:{port}").start()
