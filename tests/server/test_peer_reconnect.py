@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import grpc
 
 from comet.cli.local_broker import LocalBroker
 from comet.server.peers import PeerClients
 from comet.v1 import broker_pb2 as pb
 from tests.faults.proxy import FaultProxy
-
-CUT_S = 6.0
-RECOVERY_BOUND_S = 2.0
+from tests.faults.reconnect import assert_reconnects_after_cut
 
 
 async def test_a_peer_unreachable_for_seconds_is_reached_within_two_seconds_of_healing(
@@ -34,18 +29,7 @@ async def test_a_peer_unreachable_for_seconds_is_reached_within_two_seconds_of_h
         return True
 
     try:
-        assert await call()
-        proxy.cut()
-        cut_until = time.monotonic() + CUT_S
-        while time.monotonic() < cut_until:  # a fetcher retrying against a dead peer
-            assert not await call()
-            await asyncio.sleep(0.05)
-        proxy.heal()
-        healed = time.monotonic()
-        while not await call():
-            assert time.monotonic() - healed < RECOVERY_BOUND_S + 3, "never reconnected"
-            await asyncio.sleep(0.05)
-        assert time.monotonic() - healed < RECOVERY_BOUND_S
+        await assert_reconnects_after_cut(proxy, call, "a fetcher")
     finally:
         await peers.close()
         await proxy.close()
