@@ -43,8 +43,9 @@ class ProducerConfig:
     cluster and stamps each batch with it and a per-partition sequence, so
     the leader drops retried batches it already has (answering with their
     original offsets) and refuses gaps; retries never duplicate records. It
-    sends one batch per request and keeps one request in flight per
-    partition (max_in_flight must be <= 5 but does not raise that).
+    keeps one request in flight per partition, of at most 5 batches (the
+    broker remembers 5 per producer); max_in_flight must be <= 5 but does
+    not raise that.
     """
 
     bootstrap_addresses: str | Sequence[str] = "localhost:6174"
