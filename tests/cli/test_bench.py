@@ -87,7 +87,9 @@ def test_several_processes_share_the_partitions_and_their_figures_add_up() -> No
     assert data["settings"]["processes"] == 3
     assert (produce["processes"], produce["records"]) == (3, 9001)
     assert (consume["processes"], consume["records"]) == (3, 9001)
-    assert produce["broker_cpu_s"] > 0 and consume["broker_cpu_s"] > 0
+    # measured around each phase (in clock ticks: a small consume may round to 0.0)
+    assert produce["broker_cpu_s"] >= 0 and consume["broker_cpu_s"] >= 0
+    assert produce["broker_cpu_s"] + consume["broker_cpu_s"] > 0
     assert "samples" not in produce and produce["latency_ms"]["p50"] > 0
 
 
