@@ -82,11 +82,11 @@ def test_client_api_and_e2e_against_a_running_broker(broker: LocalBroker, topic:
 
 
 def test_several_processes_share_the_partitions_and_their_figures_add_up() -> None:
-    data = bench("both", "--spawn-broker", "-n", "9001", "-p", "3", "--processes", "3")
+    data = bench("both", "--spawn-broker", "-n", "30001", "-p", "3", "--processes", "3")
     produce, consume = data["results"]
     assert data["settings"]["processes"] == 3
-    assert (produce["processes"], produce["records"]) == (3, 9001)
-    assert (consume["processes"], consume["records"]) == (3, 9001)
+    assert (produce["processes"], produce["records"]) == (3, 30001)
+    assert (consume["processes"], consume["records"]) == (3, 30001)
     # measured around each phase (in clock ticks: a small consume may round to 0.0)
     assert produce["broker_cpu_s"] >= 0 and consume["broker_cpu_s"] >= 0
     assert produce["broker_cpu_s"] + consume["broker_cpu_s"] > 0
