@@ -22,6 +22,7 @@ from comet.client import (
     TopicProducer,
 )
 from comet.errors import StaleGenerationError
+from tests.polling import wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,14 +32,6 @@ def produce(address: str, topic: str, n: int, partitions: int = 1, start: int = 
     with TopicProducer(cfg) as producer:
         for i in range(start, start + n):
             producer.send(b"k%d" % (i % 16), b"%d" % i)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def fast(address: str, group: str, **kw) -> ConsumerConfig:
@@ -52,7 +45,7 @@ def test_handler_sees_every_record_in_partition_order(broker: LocalBroker, topic
     seen: list[Message] = []
     with Consumer(fast(broker.address, f"g-{topic}")) as consumer:
         consumer.subscribe(topic, seen.append)
-        wait_until(lambda: len(seen) >= 300, 20, "300 records")
+        wait_for(lambda: len(seen) >= 300, 20, "300 records")
     assert sorted(int(m.value) for m in seen) == list(range(300))
     for p in range(3):
         offsets = [m.offset for m in seen if m.partition == p]
@@ -68,10 +61,10 @@ def test_two_members_split_partitions_and_see_everything(broker: LocalBroker, to
     with Consumer(fast(broker.address, group)) as a, Consumer(fast(broker.address, group)) as b:
         a.subscribe(topic, a_seen.append)
         b.subscribe(topic, b_seen.append)
-        wait_until(lambda: len(a.assignment()) == 2 and len(b.assignment()) == 2, 15, "a 2+2 split")
+        wait_for(lambda: len(a.assignment()) == 2 and len(b.assignment()) == 2, 15, "a 2+2 split")
         assert a.assignment() | b.assignment() == {(topic, p) for p in range(4)}
         produce(broker.address, topic, 400, partitions=4, start=1)
-        wait_until(lambda: len(a_seen) + len(b_seen) >= 401, 20, "401 records")
+        wait_for(lambda: len(a_seen) + len(b_seen) >= 401, 20, "401 records")
     values = sorted(int(m.value) for m in a_seen + b_seen)
     assert values == list(range(401))
     after_split = [{m.partition for m in seen if int(m.value) > 0} for seen in (a_seen, b_seen)]
@@ -83,7 +76,7 @@ def test_subscribed_before_the_topic_exists(broker: LocalBroker, topic: str) -> 
     with Consumer(fast(broker.address, f"g-{topic}")) as consumer:
         consumer.subscribe(topic, seen.append)
         produce(broker.address, topic, 20, partitions=2)
-        wait_until(lambda: len(seen) >= 20, 20, "records of a topic created after subscribe")
+        wait_for(lambda: len(seen) >= 20, 20, "records of a topic created after subscribe")
     assert sorted(int(m.value) for m in seen) == list(range(20))
 
 
@@ -96,13 +89,13 @@ def test_subscription_errors_and_resubscribe(broker: LocalBroker, topic: str) ->
             consumer.subscribe(topic, seen.append)
         with pytest.raises(ValueError, match="not subscribed"):
             consumer.unsubscribe("other-topic")
-        wait_until(lambda: len(seen) == 5, 15, "5 records")
+        wait_for(lambda: len(seen) == 5, 15, "5 records")
         consumer.unsubscribe(topic)
-        wait_until(lambda: not consumer.assignment(), 5, "no assignment after unsubscribe")
+        wait_for(lambda: not consumer.assignment(), 5, "no assignment after unsubscribe")
         produce(broker.address, topic, 5, start=5)
         again: list[Message] = []
         consumer.subscribe(topic, again.append)
-        wait_until(lambda: len(again) == 5, 15, "the 5 new records after resubscribe")
+        wait_for(lambda: len(again) == 5, 15, "the 5 new records after resubscribe")
     assert [int(m.value) for m in again] == [5, 6, 7, 8, 9]
 
 
@@ -113,7 +106,7 @@ def test_auto_commit_after_handling(broker: LocalBroker, topic: str) -> None:
     cfg = fast(broker.address, group, auto_commit_every=10, auto_commit_interval=0.1)
     with Consumer(cfg) as consumer, CometClient(broker.address) as client:
         consumer.subscribe(topic, seen.append)
-        wait_until(
+        wait_for(
             lambda: client.fetch_offsets(group, {topic: [0]}).get((topic, 0)) == 50,
             15,
             "offset 50 committed",
@@ -134,7 +127,7 @@ def test_a_failing_handler_is_retried_not_skipped(broker: LocalBroker, topic: st
 
     with Consumer(fast(broker.address, f"g-{topic}", backoff=0.01)) as consumer:
         consumer.subscribe(topic, flaky)
-        wait_until(lambda: len(handled) == 3, 15, "3 handled records")
+        wait_for(lambda: len(handled) == 3, 15, "3 handled records")
     assert handled == [0, 1, 2]
     assert attempts[1] == 3
 
@@ -181,14 +174,14 @@ def test_offsets_survive_a_broker_restart(tmp_path: Path, topic: str) -> None:
         seen: list[Message] = []
         with Consumer(fast(broker.address, group)) as consumer:
             consumer.subscribe(topic, seen.append)
-            wait_until(lambda: len(seen) == 30, 15, "30 records")
+            wait_for(lambda: len(seen) == 30, 15, "30 records")
         port = broker.port
     with LocalBroker(data_dir=tmp_path / "data", port=port) as broker:
         produce(broker.address, topic, 5, start=30)
         after: list[Message] = []
         with Consumer(fast(broker.address, group)) as consumer:
             consumer.subscribe(topic, after.append)
-            wait_until(lambda: len(after) >= 5, 15, "the 5 new records")
+            wait_for(lambda: len(after) >= 5, 15, "the 5 new records")
         assert [int(m.value) for m in after] == [30, 31, 32, 33, 34]
 
 
@@ -213,15 +206,15 @@ def test_killed_member_partitions_move_and_nothing_is_lost(broker: LocalBroker, 
     try:
         with Consumer(fast(broker.address, group, session_timeout=2.0)) as survivor:
             survivor.subscribe(topic, survivor_seen.append)
-            wait_until(lambda: len(survivor.assignment()) == 1, 20, "a 1+1 split with the child")
+            wait_for(lambda: len(survivor.assignment()) == 1, 20, "a 1+1 split with the child")
             produce(broker.address, topic, 200, partitions=2, start=1)
-            wait_until(lambda: len(child_seen) > 0, 20, "the child to handle records")
+            wait_for(lambda: len(child_seen) > 0, 20, "the child to handle records")
             child.kill()
             child.wait()
             killed_at = time.monotonic()
-            wait_until(lambda: len(survivor.assignment()) == 2, 10, "both partitions moved")
+            wait_for(lambda: len(survivor.assignment()) == 2, 10, "both partitions moved")
             moved_after = time.monotonic() - killed_at
-            wait_until(
+            wait_for(
                 lambda: (
                     {int(m.value) for m in survivor_seen} | {o for p, o in child_seen if p == -1}
                     >= set()
@@ -231,7 +224,7 @@ def test_killed_member_partitions_move_and_nothing_is_lost(broker: LocalBroker, 
             )
             produce(broker.address, topic, 50, partitions=2, start=201)
             all_values = set(range(251))
-            wait_until(
+            wait_for(
                 lambda: (
                     {int(m.value) for m in survivor_seen} | child_values(child_seen, broker, topic)
                     >= all_values

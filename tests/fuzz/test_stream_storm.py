@@ -14,7 +14,6 @@ import asyncio
 import gc
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from comet.cli.local_broker import LocalBroker
 from comet.records import encode_batch
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
+from tests.polling import await_for
 
 CHANNELS = 4
 CALLS_PER_CHANNEL = 750  # below --max-concurrent-streams (1000 by default)
@@ -79,14 +79,6 @@ def files_digest(directory: Path) -> dict[str, str]:
         for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
-
-
-async def poll(check, what: str, timeout_s: float = DEADLINE_S) -> None:
-    """Await `check()` until it returns True; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def picked_up(stub: broker_pb2_grpc.BrokerServiceStub) -> None:
@@ -178,10 +170,14 @@ async def storm(broker: LocalBroker) -> dict[str, list[int]]:
 
         for _ in range(ROUNDS):
             figures["rss_peak"].append(await one_round(broker, ends, refused))
-            await poll(served, "the broker to serve again after the calls were dropped")
+            await await_for(
+                served, DEADLINE_S, "the broker to serve again after the calls were dropped"
+            )
             reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE_S)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            await poll(sockets_released, f"descriptors back to {fds_start} + {FD_SLACK}")
+            await await_for(
+                sockets_released, DEADLINE_S, f"descriptors back to {fds_start} + {FD_SLACK}"
+            )
             figures["rss_idle"].append(rss_bytes(broker.pid))
     return figures
 
@@ -190,7 +186,7 @@ async def one_round(broker: LocalBroker, ends: list[int], refused) -> int:
     """Open a round of calls, wait until the broker holds all of them, drop them; peak RSS."""
     round_ = Storm(broker.address, ends)
     await round_.open()
-    await poll(refused, f"{INFLIGHT_LIMIT} calls in flight at the broker")
+    await await_for(refused, DEADLINE_S, f"{INFLIGHT_LIMIT} calls in flight at the broker")
     peak = rss_bytes(broker.pid)
     await round_.drop()
     return peak

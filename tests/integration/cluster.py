@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from comet.cli.local_broker import LocalBroker, free_port
 from comet.cli.local_etcd import EtcdProcess
 from comet.client import CometClient
+from tests.polling import wait_for
 
 T = TypeVar("T")
 LEASE_TTL_S = 2
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `predicate` until it returns something truthy; AssertionError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the cluster is moving: keep polling
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last_error})")
 
 
 class Cluster:

@@ -22,7 +22,8 @@ from comet.client import (
 from comet.errors import InvalidRequestError, NotLeaderError
 from comet.records import encode_batch
 from comet.v1 import broker_pb2 as pb
-from tests.integration.cluster import LEASE_TTL_S, Cluster, wait_for
+from tests.integration.cluster import LEASE_TTL_S, Cluster
+from tests.polling import wait_for
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ its followers cannot.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,27 +18,13 @@ from comet.aio import CometClient
 from comet.errors import NotEnoughReplicasError
 from comet.records import encode_batch
 from tests.faults.cluster import FaultCluster
+from tests.polling import await_for
 
 T = TypeVar("T")
 TOPIC = "peers"
 LAG_MS = 1500
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def poll(predicate: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
-    """Await `predicate` until it returns something truthy; AssertionError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = await predicate()
-            if value:
-                return value
-        except Exception as exc:  # the cluster is moving: keep polling
-            last = exc
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last})")
 
 
 @pytest.fixture
@@ -62,7 +46,7 @@ async def test_brokers_replicate_over_peer_addresses_and_clients_see_only_client
             info = (await client.metadata([TOPIC])).topics[TOPIC][0]
             return info.leader if len(info.isr) == 3 else ""
 
-        leader = await poll(full_isr, 15, "a leader with three in-sync replicas")
+        leader = await await_for(full_isr, 15, "a leader with three in-sync replicas")
         meta = await client.metadata([TOPIC])
         assert {b.id: b.address for b in meta.brokers} == {
             b: cluster.proxy(b, "client").address for b in cluster.brokers
@@ -84,7 +68,7 @@ async def test_brokers_replicate_over_peer_addresses_and_clients_see_only_client
                 return True  # the leader is reachable by clients, but alone in its ISR
             return False
 
-        await poll(refused, 20, "acks=all refused while followers cannot reach the leader")
+        await await_for(refused, 20, "acks=all refused while followers cannot reach the leader")
         cluster.proxy(leader, "peer").heal()
 
         async def accepted() -> bool:
@@ -93,4 +77,4 @@ async def test_brokers_replicate_over_peer_addresses_and_clients_see_only_client
             )
             return r.base_offset >= 1
 
-        await poll(accepted, 20, "acks=all accepted again once the peer link heals")
+        await await_for(accepted, 20, "acks=all accepted again once the peer link heals")

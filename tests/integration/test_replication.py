@@ -20,7 +20,8 @@ from comet.client import CometClient
 from comet.errors import CometError, NotEnoughReplicasError
 from comet.records import RecordBatchBuilder, decode_batches, encode_batch
 from comet.v1 import broker_pb2 as pb
-from tests.integration.cluster import LEASE_TTL_S, Cluster, wait_for
+from tests.integration.cluster import LEASE_TTL_S, Cluster
+from tests.polling import wait_for
 
 LAG_MS = 1500
 TOPIC_CONFIG = {"min.insync.replicas": "2"}

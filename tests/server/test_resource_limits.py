@@ -12,8 +12,7 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,6 +24,7 @@ from comet.errors import BrokerUnavailableError, from_rpc_error
 from comet.records import encode_batch
 from comet.v1 import broker_pb2 as pb
 from comet.v1 import broker_pb2_grpc
+from tests.polling import wait_for
 
 LIMIT_BYTES = 64 * 1024
 INFLIGHT = 8
@@ -75,14 +75,6 @@ def control_channel(limited: LocalBroker) -> Iterator[grpc.Channel]:
 def control(control_channel: grpc.Channel) -> broker_pb2_grpc.BrokerServiceStub:
     """A stub on the control connection."""
     return broker_pb2_grpc.BrokerServiceStub(control_channel)
-
-
-def poll(check: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    """Call `check` until it returns True; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def log_end(stub: broker_pb2_grpc.BrokerServiceStub) -> int:
@@ -147,7 +139,7 @@ def connected(address: str, options: list[tuple[str, int]] | None = None) -> grp
     """
     channel = grpc.insecure_channel(address, options=options)
     stub = broker_pb2_grpc.BrokerServiceStub(channel)
-    poll(lambda: refusal(stub) is None, f"a connection to {address}")
+    wait_for(lambda: refusal(stub) is None, DEADLINE_S, f"a connection to {address}")
     return channel
 
 
@@ -179,7 +171,9 @@ def test_inflight_limit_refuses_calls_naming_the_flag_and_recovers(
         stubs = [broker_pb2_grpc.BrokerServiceStub(c) for c in channels]
         polls = [long_poll(stubs[i % 2], end) for i in range(INFLIGHT)]
         try:
-            poll(lambda: refusal(control) is not None, f"{INFLIGHT} long-polls in flight")
+            wait_for(
+                lambda: refusal(control) is not None, DEADLINE_S, f"{INFLIGHT} long-polls in flight"
+            )
             error = refusal(control)
             assert error is not None
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -198,7 +192,7 @@ def test_inflight_limit_refuses_calls_naming_the_flag_and_recovers(
             else:
                 for channel in channels:
                     channel.close()
-            poll(lambda: refusal(control) is None, "the broker to serve again")
+            wait_for(lambda: refusal(control) is None, DEADLINE_S, "the broker to serve again")
         finally:
             for channel in channels:
                 channel.close()
@@ -210,7 +204,9 @@ def test_connections_over_the_limit_are_closed_and_others_keep_working(limited, 
     try:
         stubs = [broker_pb2_grpc.BrokerServiceStub(c) for c in channels]
         for stub in [control, *stubs]:  # three connections: the limit
-            poll(lambda stub=stub: refusal(stub) is None, "connections below the limit")
+            wait_for(
+                lambda stub=stub: refusal(stub) is None, DEADLINE_S, "connections below the limit"
+            )
         with grpc.insecure_channel(limited.address, options=OWN_CONNECTION) as extra:
             with pytest.raises(grpc.RpcError) as closed:
                 broker_pb2_grpc.BrokerServiceStub(extra).ListTopics(
@@ -224,7 +220,7 @@ def test_connections_over_the_limit_are_closed_and_others_keep_working(limited, 
             with grpc.insecure_channel(limited.address, options=OWN_CONNECTION) as channel:
                 return refusal(broker_pb2_grpc.BrokerServiceStub(channel)) is None
 
-        poll(new_connection_served, "a new connection once another one closed")
+        wait_for(new_connection_served, DEADLINE_S, "a new connection once another one closed")
     finally:
         for channel in channels:
             channel.close()
