@@ -17,7 +17,7 @@ for fetch answers and produce requests.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -152,6 +152,16 @@ def _fields(data: bytes) -> tuple[dict[int, int], dict[int, memoryview]]:
     return ints, blobs
 
 
+def _parse(data: bytes, message_type: Any) -> tuple[dict[int, int], dict[int, memoryview]]:
+    """The fields of `data`; a message with groups is read by the generated parser first."""
+    try:
+        return _fields(data)
+    except _Groups:
+        message = message_type.FromString(data)
+        message.DiscardUnknownFields()  # the groups: no field of these messages is one
+        return _fields(message.SerializeToString())
+
+
 def _int32(ints: dict[int, int], number: int) -> int:
     """Field `number` as protobuf reads an int32: the low 32 bits, signed."""
     value = ints.get(number, 0) & 0xFFFFFFFF
@@ -190,11 +200,7 @@ class ProduceBatchView(NamedTuple):
 
 def decode_produce_batch(data: bytes) -> ProduceBatchView:
     """Parse a ProduceBatchRequest as protobuf would, without copying the records."""
-    try:
-        ints, blobs = _fields(data)
-    except _Groups:
-        m = pb.ProduceBatchRequest.FromString(data)
-        return ProduceBatchView(m.topic, m.partition, memoryview(m.records), m.acks, m.timeout_ms)
+    ints, blobs = _parse(data, pb.ProduceBatchRequest)
     return ProduceBatchView(
         _text(blobs, 1, "topic"),
         _int32(ints, 2),
@@ -217,18 +223,7 @@ class FetchView(NamedTuple):
 
 def decode_fetch_response(data: bytes) -> FetchView:
     """Parse a FetchResponse as protobuf would, without copying the records."""
-    try:
-        ints, blobs = _fields(data)
-    except _Groups:
-        m = pb.FetchResponse.FromString(data)
-        return FetchView(
-            m.topic,
-            m.partition,
-            memoryview(m.records),
-            m.high_watermark,
-            m.log_start_offset,
-            m.log_end_offset,
-        )
+    ints, blobs = _parse(data, pb.FetchResponse)
     return FetchView(
         _text(blobs, 1, "topic"),
         _int32(ints, 2),
